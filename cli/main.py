@@ -1,0 +1,308 @@
+"""The ``rtpo-data`` command: a thin shell over the library.
+
+Every library error is an :class:`~rtpo_data.errors.RtpoDataError`; it becomes one red line on
+stderr and exit code 1 (``--verbose`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from rtpo_data._version import __version__
+from rtpo_data.errors import RtpoDataError
+
+app = typer.Typer(
+    name="rtpo-data",
+    help="Hint curricula for RTPO: build them once, render exact per-step prompts for TRL and OpenRLHF.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+class _State:
+    verbose = False
+
+
+def fail(exc: BaseException) -> typer.Exit:
+    """Print a library error as one line (or its traceback with --verbose) and return Exit(1)."""
+    if _State.verbose:
+        err_console.print(traceback.format_exc(), markup=False, highlight=False)
+    err_console.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out_console.print(f"rtpo-data {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and progress logs.")] = False,
+) -> None:
+    _State.verbose = verbose
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+def _load_recipe(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise RtpoDataError(f"--config {path}: file not found.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RtpoDataError(f"--config {path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict):
+        raise RtpoDataError(f"--config {path}: expected a mapping of option names to values.")
+    return data
+
+
+def _floats(text: Optional[str]) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise RtpoDataError(f"Expected comma-separated numbers such as 1,0.5,0.25,0; got {text!r}.") from None
+
+
+@app.command(no_args_is_help=True)
+def build(
+    source: Annotated[Optional[str], typer.Argument(help="jsonl/json/parquet/csv/arrow file, save_to_disk folder, or hub dataset name.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output curriculum directory.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub name, or offline:NAME (e.g. offline:qwen3).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe YAML; flags override its keys.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Dataset split (hub or DatasetDict folder).")] = None,
+    subset: Annotated[Optional[str], typer.Option(help="Hub dataset config name.")] = None,
+    source_format: Annotated[Optional[str], typer.Option("--format", help="Force the source format: jsonl, json, parquet, csv, arrow, disk, hub.")] = None,
+    prompt_column: Annotated[Optional[str], typer.Option(help="Problem column (auto: prompt/question/problem).")] = None,
+    trace_column: Annotated[Optional[str], typer.Option(help="Reasoning column (auto: solution/reasoning/cot/trace/generation).")] = None,
+    answer_column: Annotated[Optional[str], typer.Option(help="Gold answer column (auto: answer/final_answer; else derived from the trace).")] = None,
+    keep_column: Annotated[Optional[list[str]], typer.Option(help="Extra source column to keep (repeatable).")] = None,
+    answer_format: Annotated[Optional[str], typer.Option(help="Answer split rule: auto, gsm8k, boxed, think, none.")] = None,
+    answer_pattern: Annotated[Optional[str], typer.Option(help="Regex whose last match starts the final answer.")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="System message for every prompt.")] = None,
+    placement: Annotated[Optional[str], typer.Option(help="Where the hint goes: assistant (default), user, none.")] = None,
+    think: Annotated[Optional[str], typer.Option(help="Open <think> before an assistant hint: auto, on, off.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="linear, cosine, exponential, piecewise, constant, staged.")] = None,
+    direction: Annotated[Optional[str], typer.Option(help="down (full trace -> empty) or up.")] = None,
+    stages: Annotated[Optional[int], typer.Option(help="Number of stages K (default 8).")] = None,
+    total_steps: Annotated[Optional[int], typer.Option(help="Training step at which the schedule ends.")] = None,
+    start: Annotated[Optional[float], typer.Option(help="Kept fraction at the start (curve kinds).")] = None,
+    end: Annotated[Optional[float], typer.Option(help="Kept fraction at the end (curve kinds).")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Exponential steepness.")] = None,
+    value: Annotated[Optional[float], typer.Option(help="Constant kept fraction.")] = None,
+    milestones: Annotated[Optional[str], typer.Option(help="Piecewise progress points, e.g. 0,0.5,0.8.")] = None,
+    values: Annotated[Optional[str], typer.Option(help="Piecewise fractions, e.g. 1,0.5,0.")] = None,
+    fractions: Annotated[Optional[str], typer.Option(help="Staged fractions, e.g. 1,0.5,0.25,0.")] = None,
+    unit: Annotated[Optional[str], typer.Option(help="Cut unit: token, word (default), line, sentence, paragraph, regex:PATTERN.")] = None,
+    measure: Annotated[Optional[str], typer.Option(help="Fraction counts tokens (default) or units.")] = None,
+    on_invalid: Annotated[Optional[str], typer.Option(help="Invalid rows: skip (default, counted) or error.")] = None,
+    num_proc: Annotated[Optional[int], typer.Option(help="Tokenization processes.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Rows per batch.")] = None,
+    shard_rows: Annotated[Optional[int], typer.Option(help="Rows per shard.")] = None,
+    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked for drift and leaks during the build.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Read only the first N rows.")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
+) -> None:
+    """Build a curriculum: tokenize every trace once and precompute its cut at every stage."""
+    from rtpo_data.build import build as run_build
+    from rtpo_data.config import BuildConfig
+
+    try:
+        recipe = _load_recipe(config) if config else {}
+        flags = {
+            "source": source, "out": str(out) if out else None, "tokenizer": tokenizer, "split": split,
+            "subset": subset, "source_format": source_format, "prompt_column": prompt_column,
+            "trace_column": trace_column, "answer_column": answer_column,
+            "keep_columns": keep_column or None, "answer_format": answer_format,
+            "answer_pattern": answer_pattern, "system_prompt": system_prompt, "placement": placement,
+            "think": think, "schedule": schedule, "direction": direction, "stages": stages,
+            "total_steps": total_steps, "start": start, "end": end, "rate": rate, "value": value,
+            "milestones": _floats(milestones), "values": _floats(values), "fractions": _floats(fractions),
+            "unit": unit, "measure": measure, "on_invalid": on_invalid, "num_proc": num_proc,
+            "batch_size": batch_size, "shard_rows": shard_rows, "check_sample": check_sample,
+            "limit": limit, "overwrite": overwrite,
+        }
+        merged = {k.replace("-", "_"): v for k, v in recipe.items()}
+        merged.update({k: v for k, v in flags.items() if v is not None})
+        for required, flag in (("source", "SOURCE"), ("out", "--out"), ("tokenizer", "--tokenizer")):
+            if not merged.get(required):
+                raise RtpoDataError(f"Missing {flag}: give it on the command line or in --config.")
+        cfg = BuildConfig.from_dict(merged)
+        result = run_build(cfg, progress=progress)
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]Interrupted:[/] nothing was written.")
+        raise typer.Exit(130) from None
+    _print_build_summary(result)
+
+
+def _print_build_summary(result: Any) -> None:
+    m = result.manifest
+    s = m["stats"]
+    dropped = ", ".join(f"{k} {v}" for k, v in s["rows_dropped"].items()) or "none"
+    cols = m["source"]["columns"]
+    detected = [k for k, v in cols["detected"].items() if v]
+    fr = ", ".join(f"{x:.2f}" for x in m["schedule"]["stage_fractions"])
+    hint = ", ".join(f"{x:.0f}" for x in s["hint_tokens_mean"])
+    lines = [
+        f"[bold green]Built[/] {result.path} in {result.seconds:.1f}s",
+        f"  rows      {s['rows_kept']:,} kept of {s['rows_read']:,} read; dropped: {dropped}",
+        f"  columns   prompt={cols['prompt']!r} trace={cols['trace']!r} answer={cols['answer']!r}"
+        + (f" (auto-detected: {', '.join(detected)})" if detected else ""),
+        f"  answers   split off: {s['answer_split']}; derived from traces: {s['answers_derived']:,}",
+        f"  tokens    trace p50 {s['trace_tokens']['p50']:.0f} / max {s['trace_tokens']['max']:,} "
+        f"(total {s['trace_tokens']['total']:,}); prompt p50 {s['prompt_tokens']['p50']:.0f}",
+        f"  schedule  {m['schedule']['kind']} {m['schedule']['direction']}, {m['num_stages']} stages, "
+        f"unit {m['unit']}; fractions {fr}",
+        f"  hint      mean tokens per stage: {hint}",
+        f"  checks    drift {m['checks']['drift_rate']:.2%}, leaks {m['checks']['leak_rate']:.2%} "
+        f"on {m['checks']['sample_rows']} sampled rows x {m['num_stages']} stages",
+    ]
+    for w in m["schedule"].get("warnings", []):
+        lines.append(f"  [yellow]warning[/]   {w}")
+    out_console.print("\n".join(lines), highlight=False)
+
+
+@app.command(no_args_is_help=True)
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Curriculum directory.", show_default=False)],
+    stage: Annotated[Optional[int], typer.Option(help="Show --row's prompt at this stage.")] = None,
+    step: Annotated[Optional[int], typer.Option(help="Show --row's prompt at this training step.")] = None,
+    total_steps: Annotated[Optional[int], typer.Option(help="Schedule horizon for --step (default: the curriculum's).")] = None,
+    row: Annotated[int, typer.Option(help="Row index for --stage/--step.")] = 0,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: schedule, hint tokens per stage, trace lengths.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check checksums, invariants, token exactness, drift and leaks on every row.")] = False,
+) -> None:
+    """Show what is in a curriculum; --verify proves it exact (exit 1 if a check fails)."""
+    import json
+
+    from rtpo_data.curriculum import Curriculum
+    from rtpo_data import report
+
+    if output_format not in ("text", "json"):
+        raise fail(RtpoDataError(f"--format {output_format!r}: use text or json."))
+    try:
+        if verify:
+            from rtpo_data.verify import verify as run_verify
+
+            result = run_verify(path)
+            if output_format == "json":
+                print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+            else:
+                _print_verify(result)
+            raise typer.Exit(0 if result.ok else 1)
+        cur = Curriculum.open(path)
+        if stage is not None or step is not None:
+            if stage is not None and step is not None:
+                raise RtpoDataError("Give --stage or --step, not both.")
+            chosen = stage if stage is not None else cur.stage_at(step, total_steps)
+            record = report.row_record(cur, row, chosen, step)
+            if output_format == "json":
+                print(json.dumps(record, indent=2, ensure_ascii=False))
+            else:
+                _print_row(record)
+        else:
+            data = report.summary(cur)
+            if output_format == "json":
+                print(json.dumps(data, indent=2, ensure_ascii=False))
+            else:
+                _print_summary(data)
+        if plot is not None:
+            written = report.plot(cur, plot)
+            err_console.print(f"Wrote {written}")
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+
+
+def _print_summary(d: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    src, rows, tokens, sched = d["source"], d["rows"], d["tokens"], d["schedule"]
+    dropped = ", ".join(f"{k} {v}" for k, v in rows["dropped"].items()) or "none"
+    out_console.print(f"[bold]{d['path']}[/]", highlight=False)
+    out_console.print(
+        f"  source     {src['path']} (split {src.get('split')}); columns prompt={src['columns']['prompt']!r} "
+        f"trace={src['columns']['trace']!r} answer={src['columns']['answer']!r}\n"
+        f"  tokenizer  {d['tokenizer']['name']}; placement {d['prompt']['placement']}; unit {d['unit']}, "
+        f"measure {d['measure']}\n"
+        f"  rows       {rows['kept']:,} kept of {rows['read']:,}; dropped: {dropped}\n"
+        f"  prompt     tokens p50 {tokens['prompt']['p50']:.0f}, p95 {tokens['prompt']['p95']:.0f}, max {tokens['prompt']['max']:,}\n"
+        f"  trace      tokens p50 {tokens['trace']['p50']:.0f}, p95 {tokens['trace']['p95']:.0f}, max {tokens['trace']['max']:,}\n"
+        f"  schedule   {sched['kind']} {sched['direction']}, {sched['num_stages']} stages, total steps "
+        f"{sched.get('total_steps') or 'set at train time'}\n"
+        f"  checks     drift {d['checks']['drift_rate']:.2%}, leaks {d['checks']['leak_rate']:.2%} "
+        f"(build sample of {d['checks']['sample_rows']} rows; --verify checks all)",
+        highlight=False,
+    )
+    for w in sched.get("warnings", []):
+        out_console.print(f"  [yellow]warning[/]    {w}", highlight=False)
+    table = Table(show_edge=False, pad_edge=False)
+    for name in ("stage", "steps", "fraction", "kept", "hint mean", "hint p95", "rows w/ hint", "saved/sample", "saved %"):
+        table.add_column(name, justify="right")
+    for s in d["stages"]:
+        span = s.get("steps")
+        steps = "-" if span is None else f"{span[0]}-{'' if span[1] is None else span[1]}"
+        table.add_row(
+            str(s["stage"]), steps, f"{s['fraction']:.3f}", f"{s['kept_fraction_mean']:.3f}",
+            f"{s['hint_tokens_mean']:.1f}", f"{s['hint_tokens_p95']:.0f}", f"{s['rows_with_hint']:,}",
+            f"{s['rollout_tokens_saved_mean']:.1f}", f"{s['rollout_tokens_saved_pct']:.1f}",
+        )
+    out_console.print(table)
+
+
+def _print_row(r: dict[str, Any]) -> None:
+    from rich.text import Text
+
+    head = (
+        f"row {r['row']} (id {r['row_id']}), stage {r['stage']}"
+        + (f" (step {r['step']})" if r["step"] is not None else "")
+        + f": hint {r['hint_tokens']} of {r['trace_tokens']} trace tokens, prompt {len(r['prompt_ids'])} tokens"
+    )
+    out_console.print(f"[bold]{head}[/]", highlight=False)
+    p, a, b = r["prompt"], r["hint_start"], r["hint_end"]
+    text = Text(p[:a], style="dim")
+    if a == b:
+        text.append("\u27e6no hint\u27e7", style="bold yellow")
+    else:
+        text.append("\u27e6", style="bold green")
+        text.append(p[a:b], style="green")
+        text.append("\u27e7", style="bold green")
+    text.append(p[b:], style="dim")
+    out_console.print(text, highlight=False, soft_wrap=True)
+    out_console.print(f"[dim]gold answer:[/] {r['answer']}", highlight=False)
+
+
+def _print_verify(result: Any) -> None:
+    out_console.print(f"[bold]verify {result.path}[/]", highlight=False)
+    for c in result.checks:
+        mark = "[green]ok[/]" if c.failed == 0 else ("[yellow]rate[/]" if c.ok else "[red]FAILED[/]")
+        out_console.print(f"  {mark:<18} {c.name:<12} {c.failed:,} of {c.checked:,} failed ({c.rate:.3%})"
+                          + (f"  [dim]{c.note}[/]" if c.note else ""), highlight=False)
+        for e in c.examples:
+            out_console.print(f"      {e}", highlight=False, markup=False)
+    out_console.print("[bold green]All checks passed.[/]" if result.ok else "[bold red]Some checks failed.[/]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

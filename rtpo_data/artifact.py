@@ -1,0 +1,236 @@
+"""The curriculum directory: Arrow IPC stream shards plus ``manifest.json``, written last.
+
+::
+
+    my-curriculum/
+      manifest.json                     format version, config, fingerprints, schedule, stats, shards
+      rows-00000-of-00002.arrow         one row per problem (see ROW_COLUMNS)
+      rows-00001-of-00002.arrow
+      cuts-00000-of-00002.arrow         per row: the cut at every stage, row-aligned with rows-*
+      cuts-00001-of-00002.arrow
+
+Shards are in the Arrow IPC *stream* format, so ``datasets.Dataset.from_file`` and
+``pyarrow.memory_map`` open them without copying. ``rows-i`` and ``cuts-i`` always hold the same
+rows in the same order. A build writes into ``<out>.incomplete/`` and renames it to ``<out>`` after
+the manifest is on disk, so a directory with a manifest is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rtpo_data.errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TABLES = ("rows", "cuts")
+
+# Columns of the rows table, in order; kept source columns follow them.
+ROW_COLUMNS: dict[str, pa.DataType] = {
+    "row_id": pa.string(),
+    "messages": pa.string(),  # JSON: the conversation without hint (system prompt included)
+    "bare": pa.string(),  # the prompt with no hint
+    "prefix": pa.string(),  # the prompt text before the hint
+    "suffix": pa.string(),  # the prompt text after the hint
+    "bare_ids": pa.list_(pa.int32()),
+    "prefix_ids": pa.list_(pa.int32()),
+    "suffix_ids": pa.list_(pa.int32()),
+    "trace": pa.string(),
+    "trace_ids": pa.list_(pa.int32()),
+    "boundaries": pa.list_(pa.int32()),  # allowed hint lengths in tokens, 0 ... len(trace_ids)
+    "boundary_chars": pa.list_(pa.int32()),  # the matching character offsets into trace
+    "answer": pa.string(),
+}
+
+
+def cuts_schema(num_stages: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("hint_tokens", pa.list_(pa.int32(), num_stages)),
+            ("hint_chars", pa.list_(pa.int32(), num_stages)),
+        ]
+    )
+
+
+def shard_name(table: str, index: int, count: int) -> str:
+    return f"{table}-{index:05d}-of-{count:05d}.arrow"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class _HashingFile:
+    """A write-only file that hashes what passes through, so shards are never read back to hash."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb")
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.bytes += view.nbytes
+        return self._f.write(view)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self.closed = True
+
+
+class ShardWriter:
+    """Writes one table as a sequence of stream shards, starting a new shard every ``shard_rows``.
+
+    Shards get their final ``-of-N`` names in :meth:`finish`, once N is known.
+    """
+
+    def __init__(self, directory: Path, table: str, schema: pa.Schema, shard_rows: int) -> None:
+        self.directory = directory
+        self.table = table
+        self.schema = schema
+        self.shard_rows = shard_rows
+        self._shards: list[tuple[Path, ShardInfo]] = []
+        self._file: _HashingFile | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        offset = 0
+        while offset < batch.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(batch.num_rows - offset, self.shard_rows - self._rows)
+            self._writer.write_batch(batch.slice(offset, take))
+            self._rows += take
+            offset += take
+            if self._rows >= self.shard_rows:
+                self._close()
+
+    def _open(self) -> None:
+        path = self.directory / f".{self.table}-{len(self._shards):05d}.partial"
+        self._file = _HashingFile(path)
+        self._writer = pa.ipc.new_stream(self._file, self.schema)
+        self._rows = 0
+        self._path = path
+
+    def _close(self) -> None:
+        assert self._writer is not None and self._file is not None  # internal state, not user data
+        self._writer.close()
+        self._file.close()
+        info = ShardInfo(name="", rows=self._rows, bytes=self._file.bytes, sha256=self._file.sha.hexdigest())
+        self._shards.append((self._path, info))
+        self._writer = self._file = None
+
+    def finish(self) -> list[ShardInfo]:
+        if self._writer is not None:
+            self._close()
+        count = len(self._shards)
+        infos = []
+        for i, (path, info) in enumerate(self._shards):
+            name = shard_name(self.table, i, count)
+            path.rename(self.directory / name)
+            infos.append(ShardInfo(name=name, rows=info.rows, bytes=info.bytes, sha256=info.sha256))
+        return infos
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._file.close()
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically (temp file, fsync, rename); it must be the last file written."""
+    tmp = directory / f".{MANIFEST}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, ensure_ascii=False, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / MANIFEST)
+
+
+def shard_infos_to_json(infos: list[ShardInfo]) -> list[dict[str, Any]]:
+    return [asdict(i) for i in infos]
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and sanity-check a manifest; every failure says which file and what to do."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.exists():
+        incomplete = directory.with_name(directory.name + ".incomplete")
+        extra = (
+            f" A build into it did not finish ({incomplete} is left over): rerun rtpo-data build."
+            if incomplete.exists()
+            else ""
+        )
+        raise ArtifactError(f"Curriculum not found: {directory}.{extra}")
+    if not path.is_file():
+        raise ArtifactError(
+            f"{directory} is not a curriculum: it has no {MANIFEST}. Build one with rtpo-data build."
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is damaged (not valid JSON: {exc}). Rebuild the curriculum.") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path} is damaged (not a JSON object). Rebuild the curriculum.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise ArtifactError(
+            f"Unsupported curriculum format version {version!r} in {path}: expected {FORMAT_VERSION}. "
+            + ("Upgrade rtpo-data to read it." if newer else "Rebuild it with this version of rtpo-data.")
+        )
+    for key in ("num_rows", "num_stages", "shards", "schedule"):
+        if key not in manifest:
+            raise ArtifactError(f"{path} is damaged: the key {key!r} is missing. Rebuild the curriculum.")
+    return manifest
+
+
+def open_shard(path: Path, expected_bytes: int | None = None) -> pa.Table:
+    """Memory-map one stream shard as a Table (no copy). Cheap size check, no hashing."""
+    if not path.is_file():
+        raise ArtifactError(f"Shard {path.name} is missing from {path.parent}. Rebuild the curriculum.")
+    size = path.stat().st_size
+    if expected_bytes is not None and size != expected_bytes:
+        raise ArtifactError(
+            f"Shard {path.name} in {path.parent} is damaged: {size} bytes on disk, the manifest says "
+            f"{expected_bytes}. Rebuild the curriculum (or restore the file)."
+        )
+    try:
+        source = pa.memory_map(str(path), "r")
+        return pa.ipc.open_stream(source).read_all()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise ArtifactError(
+            f"Shard {path.name} in {path.parent} is damaged ({exc}). Rebuild the curriculum."
+        ) from None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

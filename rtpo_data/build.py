@@ -1,0 +1,605 @@
+"""``build(config)``: source rows in, a complete curriculum directory out (or nothing at all).
+
+Per batch of source rows (in this process, or in ``num_proc`` worker processes)::
+
+    validate + map columns -> split the answer off the trace -> render prompt parts
+      -> tokenize traces once (offsets) and prompts -> allowed boundaries -> cut per stage
+      -> Arrow record batches (rows, cuts)
+
+The main process only reads the source and writes shards, in source order, with a bounded number
+of batches in flight, so memory does not grow with the number of rows.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rtpo_data import _version
+from rtpo_data.artifact import (
+    FORMAT_VERSION,
+    ROW_COLUMNS,
+    ShardWriter,
+    cuts_schema,
+    shard_infos_to_json,
+    write_manifest,
+)
+from rtpo_data.checks import drifted, leaks_answer
+from rtpo_data.config import BuildConfig
+from rtpo_data.cuts import CutUnit, batch_cuts
+from rtpo_data.errors import RtpoDataError
+from rtpo_data.prompts import THINK_OPEN, PromptRenderer
+from rtpo_data.schedule import stage_fractions
+from rtpo_data.sources import (
+    ColumnMap,
+    InvalidRow,
+    SourceSpec,
+    count_rows,
+    iter_batches,
+    resolve_columns,
+    source_columns,
+    source_fingerprint,
+    validate_row,
+)
+from rtpo_data.tokenizer import TokenizerFacts, load_tokenizer, tokenizer_facts
+from rtpo_data.traces import split_answer
+
+log = logging.getLogger("rtpo_data")
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    manifest: dict[str, Any]
+    seconds: float
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.manifest["stats"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-batch work (runs in workers)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _BatchOut:
+    rows: pa.RecordBatch | None
+    cuts: pa.RecordBatch | None
+    read: int
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+    split_formats: collections.Counter = field(default_factory=collections.Counter)
+    answers_derived: int = 0
+    trace_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    hint_token_sums: np.ndarray | None = None
+    kept_fraction_sums: np.ndarray | None = None
+    checked_rows: int = 0
+    drift: np.ndarray | None = None  # per stage: checked rows whose prompt drifted
+    leaks: np.ndarray | None = None  # per stage: checked rows whose hint leaks the answer
+
+
+class _BatchProcessor:
+    """Everything a worker needs, built once per process (tokenizer loading is the slow part)."""
+
+    def __init__(self, config: BuildConfig, cmap: ColumnMap, source_name: str) -> None:
+        self.config = config
+        self.cmap = cmap
+        self.source_name = source_name
+        self.tok = load_tokenizer(config.tokenizer)
+        self.backend = self.tok.backend_tokenizer
+        self.facts = tokenizer_facts(self.tok, config.tokenizer)
+        self.renderer = PromptRenderer(
+            self.tok,
+            placement=config.placement,
+            system_prompt=config.system_prompt,
+            think=config.think,
+            hint_label=config.hint_label,
+            tokenizer_name=config.tokenizer,
+        )
+        self.unit = CutUnit.parse(config.unit)
+        self.fractions = stage_fractions(config.schedule_config(), config.stages)
+        self.num_stages = len(self.fractions)
+        self._suffix_cache: dict[str, list[int]] = {}
+        bos = self.facts.bos_token
+        self._strip_bos = bos if (bos and self.facts.special_prefix_ids) else None
+
+    def _text(self, text: str) -> str:
+        return unicodedata.normalize("NFC", text) if self.facts.nfc else text
+
+    def _prompt_text(self, text: str) -> str:
+        # The trainer's tokenizer adds BOS itself: a BOS rendered by the template would be a second one.
+        if self._strip_bos and text.startswith(self._strip_bos):
+            return text[len(self._strip_bos):]
+        return text
+
+    def process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
+        out = _BatchOut(rows=None, cuts=None, read=len(rows))
+        keep: list[Any] = []
+        parts = []
+        traces: list[str] = []
+        answers: list[str | None] = []
+        for offset, raw in enumerate(rows):
+            position = first_position + offset
+            try:
+                valid = validate_row(raw, self.cmap, position, self.source_name)
+                split = split_answer(self._text(valid.trace), self.config.answer_format, self.config.answer_pattern)
+                if not split.trace:
+                    raise InvalidRow(
+                        "trace_only_answer",
+                        f"{self.source_name} row {position}: the trace is empty once its final answer is split off",
+                    )
+            except InvalidRow as exc:
+                if self.config.on_invalid == "error":
+                    raise RtpoDataError(f"{exc} (use --on-invalid skip to drop such rows)") from None
+                out.dropped[exc.reason] += 1
+                continue
+            prompt = valid.prompt if not isinstance(valid.prompt, str) else self._text(valid.prompt)
+            parts.append(self.renderer.render(prompt, row=position))
+            out.split_formats[split.format] += 1
+            answer = valid.answer
+            if answer is None and split.answer is not None:
+                answer = split.answer
+                out.answers_derived += 1
+            traces.append(split.trace)
+            answers.append(answer)
+            keep.append(valid)
+        n = len(keep)
+        if n == 0:
+            return out
+
+        # Tokenize every trace exactly once, with offsets; prompts are short and tokenized as wholes.
+        encs = self.backend.encode_batch(traces, add_special_tokens=False)
+        lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
+        total = int(lens.sum())
+        flat_ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=total)
+        offsets = np.fromiter(
+            chain.from_iterable(chain.from_iterable(e.offsets for e in encs)), dtype=np.int64, count=2 * total
+        ).reshape(-1, 2)
+        cuts = batch_cuts(traces, offsets[:, 0], offsets[:, 1], lens, self.unit, self.fractions, self.config.measure)
+
+        special = list(self.facts.special_prefix_ids)
+        bare_texts = [self._prompt_text(p.bare) for p in parts]
+        prefix_texts = [self._prompt_text(p.prefix) for p in parts]
+        prompt_encs = self.backend.encode_batch(bare_texts + prefix_texts, add_special_tokens=False)
+        bare_ids = [special + e.ids for e in prompt_encs[:n]]
+        prefix_ids = [special + e.ids for e in prompt_encs[n:]]
+        suffix_ids = [self._suffix_ids(p.suffix) for p in parts]
+
+        def list_array(values: np.ndarray, row_offsets: np.ndarray) -> pa.Array:
+            return pa.ListArray.from_arrays(pa.array(row_offsets.astype(np.int32)), pa.array(values, pa.int32()))
+
+        tok_offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens, out=tok_offsets[1:])
+        columns: dict[str, pa.Array] = {
+            "row_id": pa.array([v.row_id for v in keep], pa.string()),
+            "messages": pa.array([json.dumps(p.messages, ensure_ascii=False) for p in parts], pa.string()),
+            "bare": pa.array(bare_texts, pa.string()),
+            "prefix": pa.array(prefix_texts, pa.string()),
+            "suffix": pa.array([p.suffix for p in parts], pa.string()),
+            "bare_ids": pa.array(bare_ids, pa.list_(pa.int32())),
+            "prefix_ids": pa.array(prefix_ids, pa.list_(pa.int32())),
+            "suffix_ids": pa.array(suffix_ids, pa.list_(pa.int32())),
+            "trace": pa.array(traces, pa.string()),
+            "trace_ids": list_array(flat_ids, tok_offsets),
+            "boundaries": list_array(cuts.boundaries, cuts.bound_offsets),
+            "boundary_chars": list_array(cuts.boundary_chars, cuts.bound_offsets),
+            "answer": pa.array(answers, pa.string()),
+        }
+        for name in self.cmap.keep:
+            if name not in columns:
+                columns[name] = _kept_column(name, [v.keep.get(name) for v in keep], self.source_name, first_position)
+        out.rows = pa.RecordBatch.from_pydict(columns)
+        k_stages = self.num_stages
+        out.cuts = pa.RecordBatch.from_arrays(
+            [
+                pa.FixedSizeListArray.from_arrays(pa.array(cuts.hint_tokens.reshape(-1), pa.int32()), k_stages),
+                pa.FixedSizeListArray.from_arrays(pa.array(cuts.hint_chars.reshape(-1), pa.int32()), k_stages),
+            ],
+            schema=cuts_schema(k_stages),
+        )
+
+        out.trace_tokens = lens.astype(np.int32)
+        out.prompt_tokens = np.fromiter((len(x) for x in bare_ids), dtype=np.int32, count=n)
+        out.hint_token_sums = cuts.hint_tokens.sum(axis=0, dtype=np.int64)
+        safe = np.maximum(lens, 1)[:, None]
+        out.kept_fraction_sums = np.where(lens[:, None] > 0, cuts.hint_tokens / safe, 0.0).sum(axis=0)
+
+        budget = max(0, self.config.check_sample - checked_before)
+        if budget:
+            self._check(out, parts, traces, answers, bare_ids, prefix_ids, suffix_ids, flat_ids, tok_offsets,
+                        cuts, bare_texts, prefix_texts, min(budget, n))
+        return out
+
+    def _suffix_ids(self, suffix: str) -> list[int]:
+        ids = self._suffix_cache.get(suffix)
+        if ids is None:
+            ids = self.backend.encode(suffix, add_special_tokens=False).ids if suffix else []
+            if len(self._suffix_cache) < 64:
+                self._suffix_cache[suffix] = ids
+        return ids
+
+    def _check(self, out, parts, traces, answers, bare_ids, prefix_ids, suffix_ids, flat_ids, tok_offsets,
+               cuts, bare_texts, prefix_texts, count) -> None:
+        """Drift and leak on every stage of the first ``count`` rows of this batch."""
+        k_stages = self.num_stages
+        texts, expected, where = [], [], []
+        leaks = np.zeros(k_stages, dtype=np.int64)
+        for r in range(count):
+            for s in range(k_stages):
+                k, c = int(cuts.hint_tokens[r, s]), int(cuts.hint_chars[r, s])
+                if k == 0:
+                    texts.append(bare_texts[r])
+                    expected.append(bare_ids[r])
+                else:
+                    texts.append(prefix_texts[r] + traces[r][:c] + parts[r].suffix)
+                    ids = flat_ids[tok_offsets[r]: tok_offsets[r] + k].tolist()
+                    expected.append(prefix_ids[r] + ids + suffix_ids[r])
+                    leaks[s] += leaks_answer(traces[r][:c], answers[r])
+                where.append(s)
+        bad = drifted(self.backend, texts, expected)
+        out.drift = np.bincount(np.asarray(where)[np.asarray(bad, dtype=bool)], minlength=k_stages)
+        out.leaks = leaks
+        out.checked_rows = count
+
+
+def _kept_column(name: str, values: list[Any], source_name: str, first_position: int) -> pa.Array:
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise RtpoDataError(
+            f"Column {name!r} of {source_name} mixes value types in rows {first_position}-"
+            f"{first_position + len(values) - 1} ({exc}). Make the column one type, or do not keep it."
+        ) from None
+    # A batch of only nulls says nothing about the type; strings are the common case for metadata.
+    return array.cast(pa.string()) if pa.types.is_null(array.type) else array
+
+
+_WORKER: _BatchProcessor | None = None  # one per worker process, set by the pool initializer
+
+
+def _init_worker(config: BuildConfig, cmap: ColumnMap, source_name: str) -> None:
+    global _WORKER
+    # Each worker is one of num_proc processes: the tokenizer's own thread pool would oversubscribe.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER = _BatchProcessor(config, cmap, source_name)
+
+
+def _work(rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
+    assert _WORKER is not None  # set by _init_worker in this process
+    return _WORKER.process(rows, first_position, checked_before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration (main process)
+# ---------------------------------------------------------------------------------------------
+
+
+def _batches(spec: SourceSpec, batch_size: int, limit: int | None) -> Iterator[tuple[list[dict], int]]:
+    position = 0
+    for batch in iter_batches(spec, batch_size):
+        if limit is not None and position + len(batch) > limit:
+            batch = batch[: limit - position]
+        if batch:
+            yield batch, position
+        position += len(batch)
+        if limit is not None and position >= limit:
+            return
+
+
+def _ordered_results(config, cmap, source_name, batches) -> Iterator[_BatchOut]:
+    """Process batches in order with at most 2 * num_proc of them in flight (bounded memory)."""
+    checked = 0
+    if config.num_proc == 1:
+        processor = _BatchProcessor(config, cmap, source_name)
+        for rows, position in batches:
+            result = processor.process(rows, position, checked)
+            checked += result.checked_rows
+            yield result
+        return
+    # spawn, not fork: the parent has already used the Rust tokenizer, and forking it can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(config.num_proc, initializer=_init_worker, initargs=(config, cmap, source_name)) as pool:
+        pending: collections.deque = collections.deque()
+        # Check-sample rows come from the first batches; every worker samples from its batch start.
+        sample_left = config.check_sample
+        for rows, position in batches:
+            pending.append(pool.apply_async(_work, (rows, position, config.check_sample - sample_left)))
+            sample_left = max(0, sample_left - len(rows))
+            if len(pending) >= 2 * config.num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` so two builds never write the same output; the loser fails at once."""
+    lock_path = out.with_name(out.name + ".lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RtpoDataError(
+                    f"Another build is writing {out} right now (it holds {lock_path}). "
+                    "Wait for it to finish, or build into another --out."
+                ) from None
+            raise
+        # The previous holder may have unlinked the file between our open and our lock: retry then.
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {}
+    p = np.percentile(values, [50, 90, 95, 99])
+    return {
+        "mean": round(float(values.mean()), 2),
+        "p50": float(p[0]),
+        "p90": float(p[1]),
+        "p95": float(p[2]),
+        "p99": float(p[3]),
+        "max": int(values.max()),
+        "total": int(values.sum(dtype=np.int64)),
+    }
+
+
+def _progress(enabled: bool | None, total: int | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]building"),
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    progress.add_task("build", total=total, rate="")
+    return progress
+
+
+def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
+    """Build a curriculum as configured; see :class:`BuildConfig` for every option.
+
+    Nothing appears at ``config.out`` unless the whole build succeeds; an existing curriculum there
+    is replaced only with ``overwrite=True``, and only once the new one is complete.
+    """
+    started = time.perf_counter()
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise RtpoDataError(f"Output {out} already exists. Pass --overwrite to replace it, or choose another --out.")
+    spec = SourceSpec(path=config.source, split=config.split, subset=config.subset, format=config.source_format)
+    source_name = Path(config.source).name if os.path.exists(config.source) else config.source
+    available = source_columns(spec)
+    cmap = resolve_columns(
+        available,
+        prompt=config.prompt_column,
+        trace=config.trace_column,
+        answer=config.answer_column,
+        keep=config.keep_columns,
+        source_name=source_name,
+    )
+    reserved = sorted(set(cmap.keep) & (set(ROW_COLUMNS) - {"answer"}))
+    if reserved:
+        raise RtpoDataError(
+            f"--keep-column {', '.join(reserved)}: these names are used by the curriculum itself. "
+            "Rename the column in the source, or do not keep it."
+        )
+    # Fail on tokenizer/template problems before reading any data.
+    probe = _BatchProcessor(config, cmap, source_name)
+    fractions = probe.fractions
+    k_stages = len(fractions)
+    schedule = config.schedule_config()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        tmp = out.with_name(out.name + ".incomplete")
+        if tmp.exists():
+            log.warning("Removing %s, left over by a build that did not finish.", tmp)
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            manifest = _write_all(config, spec, cmap, source_name, probe, tmp, progress)
+            manifest["schedule"] = {
+                **schedule.to_dict(),
+                "num_stages": k_stages,
+                "total_steps": config.total_steps,
+                "stage_fractions": list(fractions),
+                "warnings": schedule.warnings(),
+            }
+            manifest["build_seconds"] = round(time.perf_counter() - started, 3)
+            write_manifest(tmp, manifest)
+            _publish(tmp, out, config.overwrite)
+        except BaseException:
+            # Ctrl-C included: whatever was written is removed, so nothing half-built is ever left.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return BuildResult(path=out, manifest=manifest, seconds=time.perf_counter() - started)
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise RtpoDataError(f"Output {out} appeared during the build. Pass --overwrite to replace it.")
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Path, progress) -> dict[str, Any]:
+    k_stages = probe.num_stages
+    rows_writer: ShardWriter | None = None
+    cuts_writer = ShardWriter(tmp, "cuts", cuts_schema(k_stages), config.shard_rows)
+    read = 0
+    dropped: collections.Counter = collections.Counter()
+    formats: collections.Counter = collections.Counter()
+    derived = 0
+    trace_tokens: list[np.ndarray] = []
+    prompt_tokens: list[np.ndarray] = []
+    hint_sums = np.zeros(k_stages, dtype=np.int64)
+    kept_sums = np.zeros(k_stages, dtype=np.float64)
+    checked = 0
+    drift = np.zeros(k_stages, dtype=np.int64)
+    leaks = np.zeros(k_stages, dtype=np.int64)
+    total_rows = count_rows(spec)
+    if config.limit is not None:
+        total_rows = min(total_rows, config.limit) if total_rows is not None else config.limit
+    t0 = time.perf_counter()
+    tokens_done = 0
+    try:
+        with _progress(progress, total_rows) as bar:
+            for result in _ordered_results(config, cmap, source_name, _batches(spec, config.batch_size, config.limit)):
+                read += result.read
+                dropped.update(result.dropped)
+                if result.rows is not None:
+                    if rows_writer is None:
+                        rows_writer = ShardWriter(tmp, "rows", result.rows.schema, config.shard_rows)
+                    rows_writer.write(_conform(result.rows, rows_writer.schema, source_name, read))
+                    cuts_writer.write(result.cuts)
+                    formats.update(result.split_formats)
+                    derived += result.answers_derived
+                    trace_tokens.append(result.trace_tokens)
+                    prompt_tokens.append(result.prompt_tokens)
+                    hint_sums += result.hint_token_sums
+                    kept_sums += result.kept_fraction_sums
+                    tokens_done += int(result.trace_tokens.sum())
+                    if result.checked_rows:
+                        checked += result.checked_rows
+                        drift += result.drift
+                        leaks += result.leaks
+                if bar is not None:
+                    rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(bar.task_ids[0], completed=read, rate=f"{rate:,.0f} tok/s")
+    except BaseException:
+        if rows_writer is not None:
+            rows_writer.abort()
+        cuts_writer.abort()
+        raise
+    kept = int(sum(len(t) for t in trace_tokens))
+    if kept == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in dropped.most_common()) or "the source has no rows"
+        raise RtpoDataError(
+            f"Every row of {source_name} is invalid ({read} read; {reasons}). Check --prompt-column "
+            f"{cmap.prompt!r} and --trace-column {cmap.trace!r}."
+        )
+    rows_infos = rows_writer.finish() if rows_writer else []
+    cuts_infos = cuts_writer.finish()
+    traces = np.concatenate(trace_tokens)
+    prompts = np.concatenate(prompt_tokens)
+    facts: TokenizerFacts = probe.facts
+    sample_prefix = probe.renderer.render("Q")
+    return {
+        "format_version": FORMAT_VERSION,
+        "package_version": _version.__version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "num_rows": kept,
+        "num_stages": k_stages,
+        "total_steps": config.total_steps,
+        "config": config.to_dict(),
+        "source": {
+            "path": config.source,
+            "split": config.split,
+            "subset": config.subset,
+            "fingerprint": source_fingerprint(spec),
+            "columns": {
+                "prompt": cmap.prompt,
+                "trace": cmap.trace,
+                "answer": cmap.answer,
+                "id": cmap.id,
+                "keep": list(cmap.keep),
+                "detected": dict(cmap.detected),
+            },
+        },
+        "tokenizer": facts.to_dict(),
+        "prompt": {
+            "placement": config.placement,
+            "think_opened": sample_prefix.prefix.endswith(THINK_OPEN) and not sample_prefix.bare.endswith(THINK_OPEN),
+            "hint_label": config.hint_label if config.placement == "user" else None,
+            "system_prompt": config.system_prompt,
+        },
+        "unit": config.unit,
+        "measure": config.measure,
+        "keep_columns": [c for c in rows_writer.schema.names if c not in ROW_COLUMNS] if rows_writer else [],
+        "stats": {
+            "rows_read": read,
+            "rows_kept": kept,
+            "rows_dropped": dict(dropped.most_common()),
+            "answer_split": dict(formats.most_common()),
+            "answers_derived": derived,
+            "trace_tokens": _percentiles(traces),
+            "prompt_tokens": _percentiles(prompts),
+            "hint_tokens_mean": [round(float(x) / kept, 2) for x in hint_sums],
+            "kept_fraction_mean": [round(float(x) / kept, 4) for x in kept_sums],
+        },
+        "checks": {
+            "sample_rows": checked,
+            "drift_rate": round(float(drift.sum()) / max(checked * k_stages, 1), 6),
+            "drift_per_stage": drift.tolist(),
+            "leak_rate": round(float(leaks.sum()) / max(checked * k_stages, 1), 6),
+            "leaks_per_stage": leaks.tolist(),
+        },
+        "shards": {"rows": shard_infos_to_json(rows_infos), "cuts": shard_infos_to_json(cuts_infos)},
+    }
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, source_name: str, rows_read: int) -> pa.RecordBatch:
+    """Cast a batch to the first batch's schema (kept columns are typed by their first values)."""
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for name, target in zip(schema.names, schema.types):
+        column = batch.column(name)
+        if column.type == target:
+            arrays.append(column)
+            continue
+        try:
+            arrays.append(column.cast(target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise RtpoDataError(
+                f"Column {name!r} of {source_name} changes type near row {rows_read}: {target} before, "
+                f"{column.type} here. Make the column's values one type."
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

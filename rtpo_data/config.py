@@ -1,0 +1,142 @@
+"""``BuildConfig``: every input of a build, validated in one place.
+
+The CLI flags, the recipe YAML keys and the Python API are the same names (a flag ``--trace-column``
+is the field ``trace_column``). Every problem is collected and reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtpo_data.cuts import MEASURES, CutUnit
+from rtpo_data.errors import ConfigError
+from rtpo_data.prompts import DEFAULT_HINT_LABEL, PLACEMENTS, THINK_MODES
+from rtpo_data.schedule import ScheduleConfig, stage_fractions
+
+ON_INVALID = ("skip", "error")
+ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "think", "none")
+
+# Schedule fields of BuildConfig that map 1:1 onto ScheduleConfig (None = the schedule's default).
+_SCHEDULE_FIELDS = ("direction", "start", "end", "rate", "value", "milestones", "values", "fractions")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides what a curriculum contains. Paths are kept as given."""
+
+    source: str = field(metadata=_help("A .jsonl/.json/.parquet/.csv/.arrow file, a save_to_disk folder, or a hub dataset name."))
+    out: str = field(metadata=_help("Output curriculum directory."))
+    tokenizer: str = field(metadata=_help("Tokenizer folder or hub name (fast tokenizers only), or offline:NAME."))
+    split: str | None = field(default=None, metadata=_help("Split of a hub dataset or a DatasetDict folder."))
+    subset: str | None = field(default=None, metadata=_help("Config (subset) name of a hub dataset."))
+    source_format: str | None = field(default=None, metadata=_help("Force the source format: jsonl, json, parquet, csv, arrow, disk, hub."))
+    prompt_column: str | None = field(default=None, metadata=_help("Column with the problem (text or chat messages). Auto-detected if omitted."))
+    trace_column: str | None = field(default=None, metadata=_help("Column with the reference reasoning. Auto-detected if omitted."))
+    answer_column: str | None = field(default=None, metadata=_help("Column with the gold answer. Auto-detected; else derived from the trace."))
+    keep_columns: tuple[str, ...] = field(default=(), metadata=_help("Extra source columns to keep (repeatable)."))
+    answer_format: str = field(default="auto", metadata=_help("How the final answer is split off the trace: auto, gsm8k, boxed, think, none."))
+    answer_pattern: str | None = field(default=None, metadata=_help("Regex whose last match starts the answer (overrides --answer-format)."))
+    system_prompt: str | None = field(default=None, metadata=_help("System message added to every prompt."))
+    placement: str = field(default="assistant", metadata=_help("Where the hint goes: assistant, user, none."))
+    think: str = field(default="auto", metadata=_help("Open a <think> block before an assistant hint: auto, on, off."))
+    hint_label: str = field(default=DEFAULT_HINT_LABEL, metadata=_help("Text before the hint with --placement user."))
+    schedule: str = field(default="linear", metadata=_help("Schedule kind: linear, cosine, exponential, piecewise, constant, staged."))
+    direction: str | None = field(default=None, metadata=_help("down (full trace -> empty, RTPO) or up."))
+    stages: int | None = field(default=None, metadata=_help("Number of stages K the schedule is quantized into (default 8; staged: its list)."))
+    total_steps: int | None = field(default=None, metadata=_help("Training step at which the schedule ends (can be given at train time instead)."))
+    start: float | None = field(default=None, metadata=_help("Kept fraction at the start (curve kinds)."))
+    end: float | None = field(default=None, metadata=_help("Kept fraction at the end (curve kinds)."))
+    rate: float | None = field(default=None, metadata=_help("Exponential steepness."))
+    value: float | None = field(default=None, metadata=_help("Constant kept fraction."))
+    milestones: tuple[float, ...] | None = field(default=None, metadata=_help("Piecewise: progress points, first 0."))
+    values: tuple[float, ...] | None = field(default=None, metadata=_help("Piecewise: fraction from each milestone on."))
+    fractions: tuple[float, ...] | None = field(default=None, metadata=_help("Staged: explicit per-stage fractions, e.g. 1,0.5,0.25,0."))
+    unit: str = field(default="word", metadata=_help("Where a cut may fall: token, word, line, sentence, paragraph, regex:PATTERN."))
+    measure: str = field(default="tokens", metadata=_help("What the fraction counts: tokens (RTPO) or units (R^3)."))
+    on_invalid: str = field(default="skip", metadata=_help("Rows with an empty or non-text prompt/trace: skip (counted) or error."))
+    num_proc: int = field(default=1, metadata=_help("Processes for tokenization."))
+    batch_size: int = field(default=512, metadata=_help("Rows per tokenization batch."))
+    shard_rows: int = field(default=100_000, metadata=_help("Rows per shard."))
+    check_sample: int = field(default=256, metadata=_help("Rows whose every stage is checked for drift and leaks during the build."))
+    limit: int | None = field(default=None, metadata=_help("Read only the first N source rows."))
+    overwrite: bool = field(default=False, metadata=_help("Replace an existing curriculum (only once the new one is complete)."))
+
+    def __post_init__(self) -> None:
+        for name in ("keep_columns", "milestones", "values", "fractions"):
+            value = getattr(self, name)
+            if isinstance(value, (list, str)):
+                items = value.split(",") if isinstance(value, str) else value
+                if name != "keep_columns":
+                    try:
+                        items = [float(x) for x in items]
+                    except (TypeError, ValueError):
+                        raise ConfigError(f"{name}={value!r}: expected numbers, e.g. 1,0.5,0.25,0", what="build configuration") from None
+                object.__setattr__(self, name, tuple(items))
+        problems: list[str] = []
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
+
+        for name in ("source", "out", "tokenizer"):
+            if not getattr(self, name):
+                problems.append(f"{name} is required")
+        choice("placement", PLACEMENTS)
+        choice("think", THINK_MODES)
+        choice("measure", MEASURES)
+        choice("on_invalid", ON_INVALID)
+        choice("answer_format", ANSWER_FORMATS)
+        try:
+            CutUnit.parse(self.unit)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        if self.answer_pattern is not None:
+            try:
+                re.compile(self.answer_pattern)
+            except re.error as exc:
+                problems.append(f"answer_pattern={self.answer_pattern!r}: invalid regex ({exc}); fix the pattern")
+        for name, low in (("num_proc", 1), ("batch_size", 1), ("shard_rows", 1), ("check_sample", 0)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                problems.append(f"{name}={getattr(self, name)!r}: must be an integer >= {low}")
+        if self.stages is not None and (not isinstance(self.stages, int) or self.stages < 2):
+            problems.append(f"stages={self.stages!r}: need at least 2 stages (the full trace and the end); use e.g. --stages 8")
+        if self.total_steps is not None and (not isinstance(self.total_steps, int) or self.total_steps <= 0):
+            problems.append(f"total_steps={self.total_steps!r}: must be a positive number of training steps, or omitted")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit <= 0):
+            problems.append(f"limit={self.limit!r}: must be a positive number of rows, or omitted")
+        if not problems or self.stages is None or self.stages >= 2:
+            try:
+                stage_fractions(self.schedule_config(), self.stages)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems, what="build configuration")
+
+    def schedule_config(self) -> ScheduleConfig:
+        kwargs: dict[str, Any] = {"kind": self.schedule}
+        for name in _SCHEDULE_FIELDS:
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        return ScheduleConfig(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        normalized = {k.replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(normalized) - names)
+        if unknown:
+            raise ConfigError(
+                [f"unknown key {k!r}; valid keys: {', '.join(sorted(names))}" for k in unknown],
+                what="build configuration",
+            )
+        return cls(**normalized)

@@ -1,0 +1,275 @@
+"""``Curriculum``: the built artifact, opened for random access by (row, stage) or (row, step).
+
+Opening memory-maps the shards (nothing is copied, whatever the number of rows); rendering a
+prompt is string concatenation and slicing by stored offsets, never tokenizing or decoding::
+
+    prompt(i, s)     = bare[i]                                        if hint_tokens[i, s] == 0
+                     = prefix[i] + trace[i][:hint_chars[i, s]] + suffix[i]   otherwise
+    prompt_ids(i, s) = bare_ids[i]                                    if hint_tokens[i, s] == 0
+                     = prefix_ids[i] + trace_ids[i][:hint_tokens[i, s]] + suffix_ids[i]
+
+A ``Curriculum`` pickles as its path and reopens its memory maps on the other side, so it can be
+handed to dataloader workers, Ray actors and other processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rtpo_data.artifact import TABLES, open_shard, read_manifest
+from rtpo_data.errors import ArtifactError, RtpoDataError
+from rtpo_data.schedule import stage_at as _stage_at
+
+OUTPUTS = ("text", "messages", "ids")
+
+
+class Curriculum:
+    """A built curriculum, memory-mapped. See the module docstring for what each method renders."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.manifest: dict[str, Any] = read_manifest(self.path)
+        self.num_stages: int = int(self.manifest["num_stages"])
+        self.stage_fractions: list[float] = list(self.manifest["schedule"]["stage_fractions"])
+        tables: dict[str, list[pa.Table]] = {}
+        for name in TABLES:
+            infos = self.manifest["shards"].get(name, [])
+            tables[name] = [open_shard(self.path / info["name"], info["bytes"]) for info in infos]
+            for table, info in zip(tables[name], infos):
+                if table.num_rows != info["rows"]:
+                    raise ArtifactError(
+                        f"Shard {info['name']} in {self.path} is damaged: {table.num_rows} rows, the manifest "
+                        f"says {info['rows']}. Rebuild the curriculum."
+                    )
+        self._rows = pa.concat_tables(tables["rows"]) if tables["rows"] else None
+        if self._rows is None or self._rows.num_rows != self.manifest["num_rows"]:
+            raise ArtifactError(f"{self.path}: the row shards do not add up to num_rows. Rebuild the curriculum.")
+        # The cut table as one (rows x stages) NumPy view per shard, zero-copy over the memory map.
+        self._cut_tokens = [self._fixed(t, "hint_tokens") for t in tables["cuts"]]
+        self._cut_chars = [self._fixed(t, "hint_chars") for t in tables["cuts"]]
+        sizes = [len(x) for x in self._cut_tokens]
+        self._cut_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if self._cut_starts[-1] != len(self):
+            raise ArtifactError(f"{self.path}: the cut shards do not add up to num_rows. Rebuild the curriculum.")
+        self.kept_columns: list[str] = list(self.manifest.get("keep_columns", []))
+
+    def _fixed(self, table: pa.Table, column: str) -> np.ndarray:
+        chunks = [c.values.to_numpy(zero_copy_only=True) for c in table.column(column).chunks]
+        flat = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return flat.reshape(-1, self.num_stages)
+
+    # -- construction & pickling ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> Curriculum:
+        return cls(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Curriculum, (str(self.path),))
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_rows"])
+
+    def __repr__(self) -> str:
+        return f"Curriculum({str(self.path)!r}, rows={len(self)}, stages={self.num_stages})"
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.manifest.get("total_steps")
+
+    # -- the schedule clock --------------------------------------------------------------------------
+
+    def stage_at(self, step: int, total_steps: int | None = None) -> int:
+        """The stage in force at training ``step`` (0-based). Pure: depends on nothing else."""
+        total = total_steps if total_steps is not None else self.total_steps
+        if total is None:
+            raise RtpoDataError(
+                f"{self.path} was built without --total-steps, so the schedule's horizon is unknown: "
+                "pass total_steps= (the number of training steps) or rebuild with --total-steps."
+            )
+        return _stage_at(step, total, self.num_stages)
+
+    # -- single rows ---------------------------------------------------------------------------------
+
+    def _check_index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} out of range for a curriculum of {n} rows")
+        return i % n
+
+    def _check_stage(self, stage: int) -> int:
+        if not 0 <= stage < self.num_stages:
+            raise RtpoDataError(f"stage {stage} out of range: this curriculum has stages 0..{self.num_stages - 1}.")
+        return stage
+
+    def cut(self, i: int, stage: int) -> tuple[int, int]:
+        """``(hint tokens, hint characters)`` of row ``i`` at ``stage``."""
+        i, stage = self._check_index(i), self._check_stage(stage)
+        s = int(np.searchsorted(self._cut_starts, i, side="right")) - 1
+        local = i - self._cut_starts[s]
+        return int(self._cut_tokens[s][local, stage]), int(self._cut_chars[s][local, stage])
+
+    def _value(self, column: str, i: int) -> Any:
+        return self._rows.column(column)[self._check_index(i)].as_py()
+
+    def row_id(self, i: int) -> str:
+        return self._value("row_id", i)
+
+    def trace(self, i: int) -> str:
+        return self._value("trace", i)
+
+    def answer(self, i: int) -> str | None:
+        return self._value("answer", i)
+
+    def hint(self, i: int, stage: int) -> str:
+        return self.trace(i)[: self.cut(i, stage)[1]]
+
+    def prompt(self, i: int, stage: int) -> str:
+        return self.prompts([i], stage)[0]
+
+    def prompt_ids(self, i: int, stage: int) -> list[int]:
+        return self.prompt_ids_batch([i], stage)[0].tolist()
+
+    def messages(self, i: int, stage: int) -> list[dict[str, str]]:
+        return self.messages_batch([i], stage)[0]
+
+    # -- batches: O(batch), whatever the number of rows --------------------------------------------
+
+    def _cuts_for(self, indices: np.ndarray, stages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shard = np.searchsorted(self._cut_starts, indices, side="right") - 1
+        local = indices - self._cut_starts[shard]
+        tokens = np.empty(len(indices), dtype=np.int64)
+        chars = np.empty(len(indices), dtype=np.int64)
+        for s in np.unique(shard):
+            m = shard == s
+            tokens[m] = self._cut_tokens[s][local[m], stages[m]]
+            chars[m] = self._cut_chars[s][local[m], stages[m]]
+        return tokens, chars
+
+    def _prepare(self, indices: Sequence[int], stage: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"row indices must be in 0..{n - 1}")
+        stages = np.broadcast_to(np.asarray(stage, dtype=np.int64), idx.shape)
+        if len(stages) and (stages.min() < 0 or stages.max() >= self.num_stages):
+            raise RtpoDataError(f"stages must be in 0..{self.num_stages - 1}.")
+        tokens, chars = self._cuts_for(idx, stages)
+        return idx, tokens, chars
+
+    def prompts(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[str]:
+        """Prompt texts of ``indices`` at ``stage`` (one stage for all, or one per row)."""
+        idx, tokens, chars = self._prepare(indices, stage)
+        t = self._rows.take(pa.array(idx)).select(["bare", "prefix", "trace", "suffix"])
+        bare, prefix, trace, suffix = (t.column(c).to_pylist() for c in ("bare", "prefix", "trace", "suffix"))
+        return [
+            b if k == 0 else p + tr[:c] + s
+            for b, p, tr, s, k, c in zip(bare, prefix, trace, suffix, tokens.tolist(), chars.tolist())
+        ]
+
+    def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[np.ndarray]:
+        """Prompt token ids (int32 arrays) of ``indices`` at ``stage``."""
+        idx, tokens, _ = self._prepare(indices, stage)
+        t = self._rows.take(pa.array(idx))
+
+        def ragged(column: str) -> tuple[np.ndarray, np.ndarray]:
+            arr = t.column(column).combine_chunks()
+            offsets = arr.offsets.to_numpy()
+            return arr.values.to_numpy(), offsets
+
+        (bv, bo), (pv, po), (tv, to), (sv, so) = (ragged(c) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
+        out = []
+        for r, k in enumerate(tokens.tolist()):
+            if k == 0:
+                out.append(bv[bo[r]: bo[r + 1]].copy())
+            else:
+                out.append(np.concatenate([pv[po[r]: po[r + 1]], tv[to[r]: to[r] + k], sv[so[r]: so[r + 1]]]))
+        return out
+
+    def messages_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[list[dict[str, str]]]:
+        """Chat messages with the hint placed as the build's placement says, for trainers that apply
+        the template themselves. Assistant placement ends with an assistant message holding the hint
+        (the trainer must continue it rather than open a new turn)."""
+        idx, tokens, chars = self._prepare(indices, stage)
+        t = self._rows.take(pa.array(idx)).select(["messages", "trace"])
+        placement = self.manifest["prompt"]["placement"]
+        label = self.manifest["prompt"].get("hint_label") or ""
+        out = []
+        for raw, trace, k, c in zip(t.column("messages").to_pylist(), t.column("trace").to_pylist(), tokens.tolist(), chars.tolist()):
+            messages = json.loads(raw)
+            if k:
+                hint = trace[:c]
+                if placement == "user":
+                    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+                    messages[last]["content"] += label + hint
+                elif placement == "assistant":
+                    messages.append({"role": "assistant", "content": hint})
+                else:
+                    messages[-1]["content"] += "\n" + hint
+            out.append(messages)
+        return out
+
+    def render(self, indices: Sequence[int], stage: int | Sequence[int], output: str = "text") -> list[Any]:
+        if output == "text":
+            return self.prompts(indices, stage)
+        if output == "ids":
+            return [x.tolist() for x in self.prompt_ids_batch(indices, stage)]
+        if output == "messages":
+            return self.messages_batch(indices, stage)
+        raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
+
+    # -- datasets views ----------------------------------------------------------------------------
+
+    def view(self, step: int, total_steps: int | None = None, output: str = "text") -> Any:
+        """A ``datasets.Dataset`` of every row as seen at training ``step``.
+
+        Columns: ``row_id``, ``prompt`` (text, chat messages or token ids per ``output``), ``answer``
+        and the kept columns. Prompts are rendered lazily on access, so building the view is O(1).
+        """
+        return self._dataset(self.stage_at(step, total_steps), output)
+
+    def stage_view(self, stage: int, output: str = "text") -> Any:
+        return self._dataset(self._check_stage(stage), output)
+
+    def eval_view(self, output: str = "text") -> Any:
+        """Every row with no hint at all (the prompt the model gets when it reasons alone)."""
+        return self._dataset(None, output)
+
+    def _dataset(self, stage: int | None, output: str) -> Any:
+        import datasets
+
+        if output not in OUTPUTS:
+            raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
+        columns = ["row_id", "answer", *self.kept_columns]
+        table = self._rows.select(columns).append_column("__index__", pa.array(np.arange(len(self))))
+        ds = datasets.Dataset(table)
+        return ds.with_transform(_Render(self, stage, output, columns))
+
+
+class _Render:
+    """The lazy ``prompt`` column of :meth:`Curriculum.view` (a class, so the view pickles)."""
+
+    def __init__(self, cur: Curriculum, stage: int | None, output: str, columns: list[str]) -> None:
+        self.cur, self.stage, self.output, self.columns = cur, stage, output, columns
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        index = batch["__index__"]
+        if self.stage is None:
+            t = self.cur._rows.take(pa.array(index, pa.int64()))
+            if self.output == "text":
+                prompts = t.column("bare").to_pylist()
+            elif self.output == "ids":
+                prompts = t.column("bare_ids").to_pylist()
+            else:
+                prompts = [json.loads(m) for m in t.column("messages").to_pylist()]
+        else:
+            prompts = self.cur.render(index, self.stage, self.output)
+        out = {"row_id": batch["row_id"], "prompt": prompts}
+        out.update({c: batch[c] for c in self.columns if c != "row_id"})
+        return out

