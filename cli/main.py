@@ -180,7 +180,7 @@ def _print_build_summary(result: Any) -> None:
     ]
     for w in m["schedule"].get("warnings", []):
         lines.append(f"  [yellow]warning[/]   {w}")
-    out_console.print("\n".join(lines), highlight=False)
+    out_console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @app.command(no_args_is_help=True)
@@ -254,6 +254,7 @@ def _print_summary(d: dict[str, Any]) -> None:
         f"  checks     drift {d['checks']['drift_rate']:.2%}, leaks {d['checks']['leak_rate']:.2%} "
         f"(build sample of {d['checks']['sample_rows']} rows; --verify checks all)",
         highlight=False,
+        soft_wrap=True,
     )
     for w in sched.get("warnings", []):
         out_console.print(f"  [yellow]warning[/]    {w}", highlight=False)
@@ -279,7 +280,7 @@ def _print_row(r: dict[str, Any]) -> None:
         + (f" (step {r['step']})" if r["step"] is not None else "")
         + f": hint {r['hint_tokens']} of {r['trace_tokens']} trace tokens, prompt {len(r['prompt_ids'])} tokens"
     )
-    out_console.print(f"[bold]{head}[/]", highlight=False)
+    out_console.print(f"[bold]{head}[/]", highlight=False, soft_wrap=True)
     p, a, b = r["prompt"], r["hint_start"], r["hint_end"]
     text = Text(p[:a], style="dim")
     if a == b:

@@ -171,7 +171,9 @@ class ScheduleConfig:
                 continue
             if name == "rate":
                 if not _is_number(raw) or not math.isfinite(raw) or raw <= 0:
-                    problems.append(f"rate={raw!r}: exponential rate must be a finite number > 0; use e.g. rate=5")
+                    problems.append(
+                        f"rate={raw!r}: exponential rate must be a finite number > 0; use e.g. rate=5"
+                    )
                     bad.add(name)
             elif name in _SEQUENCES:
                 what = "progress point" if name == "milestones" else "kept fraction"
@@ -290,7 +292,9 @@ class ScheduleConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScheduleConfig:
         if not isinstance(data, dict):
-            raise ConfigError(f"expected a mapping of schedule fields, got {type(data).__name__}", what="schedule")
+            raise ConfigError(
+                f"expected a mapping of schedule fields, got {type(data).__name__}", what="schedule"
+            )
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(str(k) for k in data if k not in names)
         if unknown:

@@ -264,7 +264,10 @@ def test_default_stage_count():
 
 
 @fast
-@given(st.one_of(curve_configs(), piecewise_configs(), constant_configs), st.integers(min_value=2, max_value=64))
+@given(
+    st.one_of(curve_configs(), piecewise_configs(), constant_configs),
+    st.integers(min_value=2, max_value=64),
+)
 def test_stage_fractions_quantize_the_curve(c, k):
     fr = stage_fractions(c, k)
     assert len(fr) == k

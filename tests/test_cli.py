@@ -1,0 +1,174 @@
+"""The rtpo-data command, through Typer's CliRunner: happy paths and every bad input of a build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import make_tokenizer, write_jsonl
+from rtpo_data.cli.main import app
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
+RECIPE = EXAMPLE.with_name("recipe.yaml")
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "example"
+    result = run("build", EXAMPLE, "--out", out, "--tokenizer", "offline:qwen3", "--keep-column", "source",
+                 "--schedule", "cosine", "--stages", "6", "--total-steps", "300")
+    assert result.exit_code == 0, result.output
+    assert "Built" in result.output and "24 kept of 24" in result.output
+    assert "auto-detected: prompt, trace" in result.output
+    return out
+
+
+def test_version_and_help() -> None:
+    assert run("--version").output.startswith("rtpo-data ")
+    result = run("build", "-h")
+    assert result.exit_code == 0 and "--tokenizer" in result.output and "--unit" in result.output
+
+
+def test_inspect_summary_row_json_plot(built: Path, tmp_path: Path) -> None:
+    result = run("inspect", built)
+    assert result.exit_code == 0, result.output
+    assert "cosine down, 6 stages" in result.output and "250-" in result.output
+    row = run("inspect", built, "--step", "120", "--row", "20")
+    assert row.exit_code == 0, row.output
+    assert "stage 2 (step 120)" in row.output and "\u27e6" in row.output and "\u27e7" in row.output
+    data = json.loads(run("inspect", built, "--format", "json").output)
+    assert set(data) >= {"source", "tokenizer", "rows", "tokens", "schedule", "stages", "checks"}
+    assert [s["stage"] for s in data["stages"]] == list(range(6))
+    assert set(data["stages"][0]) >= {"fraction", "kept_fraction_mean", "hint_tokens_mean", "hint_tokens_p95",
+                                       "rollout_tokens_saved_mean", "rollout_tokens_saved_pct", "steps"}
+    rec = json.loads(run("inspect", built, "--stage", "1", "--row", "3", "--format", "json").output)
+    assert rec["prompt"][rec["hint_start"]:rec["hint_end"]] and rec["stage"] == 1
+    png = tmp_path / "cur.png"
+    assert run("inspect", built, "--plot", png).exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_verify_passes_and_json(built: Path) -> None:
+    result = run("inspect", built, "--verify")
+    assert result.exit_code == 0, result.output
+    assert "All checks passed" in result.output
+    data = json.loads(run("inspect", built, "--verify", "--format", "json").output)
+    assert data["ok"] and {c["name"] for c in data["checks"]} == {"checksums", "invariants", "token_exact", "drift", "leaks"}
+
+
+def test_verify_names_a_damaged_shard(built: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(built, copy)
+    shard = sorted(copy.glob("rows-*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = run("inspect", copy, "--verify")
+    assert result.exit_code == 1
+    assert shard.name in result.output and "damaged" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_recipe_with_flag_override(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(EXAMPLE.parent)
+    out = tmp_path / "from-recipe"
+    result = run("build", "--config", RECIPE, "--out", out, "--stages", "4")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_stages"] == 4 and manifest["schedule"]["kind"] == "cosine"
+
+
+def test_python_api_mirrors_cli(tmp_path: Path) -> None:
+    import rtpo_data
+
+    res = rtpo_data.build(rtpo_data.BuildConfig(source=str(EXAMPLE), out=str(tmp_path / "api"), tokenizer="offline:qwen3"))
+    assert res.manifest["num_rows"] == 24 and res.path.is_dir()
+
+
+def _bad(tmp_path: Path) -> dict[str, Path]:
+    d = {}
+    d["ok"] = write_jsonl(tmp_path / "ok.jsonl", [{"question": "q?", "solution": "Because. #### 1"}])
+    d["allbad"] = write_jsonl(tmp_path / "allbad.jsonl", [{"question": "", "solution": "x"}, {"question": "q", "solution": None}])
+    (tmp_path / "data.xml").write_text("<x/>")
+    d["xml"] = tmp_path / "data.xml"
+    d["notemplate"] = Path(make_tokenizer(tmp_path / "notemplate", template=None))
+    return d
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("missing file", ["build", "{tmp}/nope.jsonl", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3"], "Source not found"),
+        ("unknown format", ["build", "{xml}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3"], "Unknown source format"),
+        ("missing column", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--trace-column", "cot"],
+         "Available columns: question, solution"),
+        ("all rows invalid", ["build", "{allbad}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3"], "Every row of allbad.jsonl is invalid"),
+        ("no chat template", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "{notemplate}"], "has no chat template"),
+        ("bad tokenizer", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "{tmp}"], "Cannot load tokenizer"),
+        ("bad offline name", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:nope"], "no tokenizer named 'nope'"),
+        ("stages < 2", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--stages", "1"], "stages=1"),
+        ("total steps <= 0", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--total-steps", "0"], "total_steps=0"),
+        ("bad unit regex", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--unit", "regex:(("], "invalid regex"),
+        ("bad answer regex", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--answer-pattern", "[x"], "answer_pattern"),
+        ("on-invalid error", ["build", "{allbad}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--on-invalid", "error"],
+         "allbad.jsonl row 0"),
+        ("missing tokenizer", ["build", "{ok}", "--out", "{tmp}/o"], "Missing --tokenizer"),
+        ("unknown recipe key", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--config", "{recipe}"], "unknown key 'colour'"),
+    ],
+)
+def test_bad_inputs_one_clear_line(tmp_path: Path, case: str, args: list[str], message: str) -> None:
+    paths = {k: str(v) for k, v in _bad(tmp_path).items()}
+    (tmp_path / "bad.yaml").write_text("colour: blue\n")
+    fmt = {"tmp": str(tmp_path), "recipe": str(tmp_path / "bad.yaml"), **paths}
+    result = run(*[a.format(**fmt) for a in args])
+    assert result.exit_code == 1, (case, result.output)
+    assert message in result.output, (case, result.output)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.incomplete").exists()
+
+
+def test_invalid_schedule_reports_every_problem(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "ok.jsonl", [{"question": "q?", "solution": "Because. #### 1"}])
+    result = run("build", src, "--out", tmp_path / "o", "--tokenizer", "offline:qwen3", "--schedule", "staged",
+                 "--fractions", "0.5,1.5,0.9", "--unit", "sentences", "--placement", "side")
+    assert result.exit_code == 1
+    for needle in ("fractions", "unit='sentences'", "placement='side'"):
+        assert needle in result.output, result.output
+    assert "problems" in result.output
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "ok.jsonl", [{"question": "q?", "solution": "Because. #### 1"}])
+    out = tmp_path / "o"
+    assert run("build", src, "--out", out, "--tokenizer", "offline:qwen3").exit_code == 0
+    before = (out / "manifest.json").read_text()
+    result = run("build", src, "--out", out, "--tokenizer", "offline:qwen3", "--stages", "3")
+    assert result.exit_code == 1 and "already exists" in result.output and "--overwrite" in result.output
+    assert (out / "manifest.json").read_text() == before
+    assert run("build", src, "--out", out, "--tokenizer", "offline:qwen3", "--stages", "3", "--overwrite").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["num_stages"] == 3
+
+
+def test_verbose_shows_traceback(tmp_path: Path) -> None:
+    result = run("--verbose", "build", tmp_path / "nope.jsonl", "--out", tmp_path / "o", "--tokenizer", "offline:qwen3")
+    assert result.exit_code == 1 and "Traceback" in result.output
+
+
+def test_inspect_errors(tmp_path: Path, built: Path) -> None:
+    result = run("inspect", tmp_path / "missing")
+    assert result.exit_code == 1 and "Curriculum not found" in result.output
+    result = run("inspect", built, "--row", "999", "--stage", "0")
+    assert result.exit_code == 1 and "--row 999" in result.output
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.json").write_text('{"format_version": 99}')
+    result = run("inspect", tmp_path / "m")
+    assert result.exit_code == 1 and "Unsupported curriculum format version 99" in result.output
