@@ -216,7 +216,10 @@ def _unit_mask(
     if unit.kind == "sentence":
         return line_start | (_isin_sorted(prev, _SENTENCE_END) & _isin_sorted(nxt, _WHITESPACE))
     if unit.kind == "paragraph":
-        return line_start & _after_blank_line(cps, g, char_base[rows])
+        at = np.flatnonzero(line_start)  # only line starts can open a paragraph
+        paragraph = np.zeros(len(g), dtype=bool)
+        paragraph[at] = _after_blank_line(cps, g[at], char_base[rows][at])
+        return paragraph
     raise ConfigError(f"unit={unit}: unknown cut unit")
 
 
