@@ -1,0 +1,1 @@
+"""The ``rtpo-data`` command line (``rtpo_data.cli.main:app``), a thin shell over the library."""

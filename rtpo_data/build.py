@@ -307,11 +307,10 @@ def _batches(spec: SourceSpec, batch_size: int, limit: int | None) -> Iterator[t
             return
 
 
-def _ordered_results(config, cmap, source_name, batches) -> Iterator[_BatchOut]:
+def _ordered_results(config, cmap, source_name, batches, processor: _BatchProcessor) -> Iterator[_BatchOut]:
     """Process batches in order with at most 2 * num_proc of them in flight (bounded memory)."""
     checked = 0
     if config.num_proc == 1:
-        processor = _BatchProcessor(config, cmap, source_name)
         for rows, position in batches:
             result = processor.process(rows, position, checked)
             checked += result.checked_rows
@@ -491,7 +490,8 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
     tokens_done = 0
     try:
         with _progress(progress, total_rows) as bar:
-            for result in _ordered_results(config, cmap, source_name, _batches(spec, config.batch_size, config.limit)):
+            batches = _batches(spec, config.batch_size, config.limit)
+            for result in _ordered_results(config, cmap, source_name, batches, probe):
                 read += result.read
                 dropped.update(result.dropped)
                 if result.rows is not None:
