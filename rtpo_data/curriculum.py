@@ -58,6 +58,7 @@ class Curriculum:
         if self._cut_starts[-1] != len(self):
             raise ArtifactError(f"{self.path}: the cut shards do not add up to num_rows. Rebuild the curriculum.")
         self.kept_columns: list[str] = list(self.manifest.get("keep_columns", []))
+        self._trace_lengths: np.ndarray | None = None  # filled on first use; opening stays O(1)
 
     def _fixed(self, table: pa.Table, column: str) -> np.ndarray:
         chunks = [c.values.to_numpy(zero_copy_only=True) for c in table.column(column).chunks]
@@ -127,6 +128,14 @@ class Curriculum:
     def answer(self, i: int) -> str | None:
         return self._value("answer", i)
 
+    def trace_tokens(self, indices: Sequence[int]) -> np.ndarray:
+        """Trace length in tokens of each row in ``indices`` (from list offsets, computed once)."""
+        if self._trace_lengths is None:
+            self._trace_lengths = np.concatenate(
+                [np.diff(c.offsets.to_numpy()) for c in self._rows.column("trace_ids").chunks]
+            )
+        return self._trace_lengths[np.asarray(indices, dtype=np.int64)]
+
     def hint(self, i: int, stage: int) -> str:
         return self.trace(i)[: self.cut(i, stage)[1]]
 
@@ -172,6 +181,10 @@ class Curriculum:
             b if k == 0 else p + tr[:c] + s
             for b, p, tr, s, k, c in zip(bare, prefix, trace, suffix, tokens.tolist(), chars.tolist())
         ]
+
+    def eval_prompts(self, indices: Sequence[int]) -> list[str]:
+        """Prompt texts with no hint at all (evaluation)."""
+        return self._rows.take(pa.array(np.asarray(indices, dtype=np.int64))).column("bare").to_pylist()
 
     def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[np.ndarray]:
         """Prompt token ids (int32 arrays) of ``indices`` at ``stage``."""

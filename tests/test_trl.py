@@ -1,0 +1,116 @@
+"""The real TRL GRPOTrainer on a tiny model made in-process: every prompt TRL tokenizes is the
+curriculum's prompt for the step it is generated at (shuffling, accumulation, steps_per_generation,
+num_iterations, resume)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from trl import GRPOTrainer  # noqa: E402
+
+from rtpo_data import Curriculum  # noqa: E402
+from rtpo_data.adapters.trl import RTPOTrainer  # noqa: E402
+from rtpo_data.errors import RtpoDataError  # noqa: E402
+from trl_helpers import grpo_args, length_reward, tiny_setup  # noqa: E402
+
+pytestmark = pytest.mark.trl
+
+
+class Recorder:
+    """Records (global_step, prompt) for every prompt TRL itself tokenizes for generation."""
+
+    def __init__(self, monkeypatch):
+        self.seen: list[tuple[int, str]] = []
+        original = GRPOTrainer._tokenize_prompts
+        recorder = self
+
+        def spy(trainer, prompts):
+            if trainer.model.training:
+                recorder.seen.extend((int(trainer.state.global_step), p) for p in prompts)
+            return original(trainer, prompts)
+
+        monkeypatch.setattr(GRPOTrainer, "_tokenize_prompts", spy)
+
+
+def row_of(cur: Curriculum, prompt: str) -> int:
+    matches = [i for i in range(len(cur)) if prompt == cur.eval_prompts([i])[0] or prompt.startswith(cur.prompts([i], 0)[0][:60])]
+    assert len(matches) == 1, prompt
+    return matches[0]
+
+
+def check_exact(cur: Curriculum, seen, total_steps: int) -> set[int]:
+    stages = set()
+    for step, prompt in seen:
+        i = row_of(cur, prompt)
+        stage = cur.stage_at(step, total_steps)
+        assert prompt == cur.prompt(i, stage), (step, i, stage)
+        stages.add(stage)
+    return stages
+
+
+GEOMETRY = dict(gradient_accumulation_steps=2, steps_per_generation=2, num_iterations=2, shuffle_dataset=True)
+
+
+def test_prompts_follow_the_schedule_exactly(tmp_path, monkeypatch):
+    cur_dir, tok, model = tiny_setup(tmp_path)
+    rec = Recorder(monkeypatch)
+    trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run", **GEOMETRY),
+                          processing_class=tok, curriculum=cur_dir)
+    trainer.train()
+    cur = Curriculum.open(cur_dir)
+    assert check_exact(cur, rec.seen, 6) == {0, 1, 2}
+    # 6 optimizer steps, a generation round every 2 -> 3 rounds of 4 prompts x 4 generations.
+    assert sorted({s for s, _ in rec.seen}) == [0, 2, 4] and len(rec.seen) == 3 * 16
+    for step in (0, 2, 4):  # all copies of a prompt in a round get the same hint
+        texts = [p for s, p in rec.seen if s == step]
+        assert all(texts.count(p) % 4 == 0 for p in texts)
+    logged = [h for h in trainer.state.log_history if "rtpo/stage" in h]
+    assert [h["rtpo/stage"] for h in logged][:1] == [0.0] and max(h["rtpo/stage"] for h in logged) == 2.0
+    assert all("rtpo/hint_tokens" in h and "rtpo/kept_fraction" in h for h in logged)
+    assert logged[0]["rtpo/kept_fraction"] == 1.0
+
+
+def test_resume_reproduces_the_uninterrupted_prompts(tmp_path, monkeypatch):
+    cur_dir, tok, model = tiny_setup(tmp_path)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rec = Recorder(monkeypatch)
+    args = grpo_args(tmp_path / "run", save_strategy="steps", save_steps=2, **GEOMETRY)
+    RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok, curriculum=cur_dir).train()
+    full = list(rec.seen)
+    rec.seen.clear()
+    model.load_state_dict(state)
+    args = grpo_args(tmp_path / "run", save_strategy="steps", save_steps=2, **GEOMETRY)
+    RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok,
+                curriculum=cur_dir).train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    assert rec.seen and rec.seen == [(s, p) for s, p in full if s >= 2]
+
+
+def test_horizon_mismatch_is_an_error(tmp_path):
+    cur_dir, tok, model = tiny_setup(tmp_path, total_steps=10)
+    trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run"),
+                          processing_class=tok, curriculum=cur_dir)
+    with pytest.raises(RtpoDataError, match="total_steps=10.*max_steps=6"):
+        trainer.train()
+    trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run2", max_steps=2),
+                          processing_class=tok, curriculum=cur_dir, horizon="curriculum")
+    trainer.train()
+    assert trainer.rtpo_total_steps() == 10
+
+
+def test_missing_horizon_uses_max_steps(tmp_path):
+    cur_dir, tok, model = tiny_setup(tmp_path, total_steps=None)
+    trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run", max_steps=2),
+                          processing_class=tok, curriculum=cur_dir)
+    trainer.train()
+    assert trainer.rtpo_total_steps() == 2
+
+
+def test_prompt_that_cannot_fit_is_refused(tmp_path):
+    cur_dir, tok, model = tiny_setup(tmp_path)
+    model.config.max_position_embeddings = 40
+    with pytest.raises(RtpoDataError, match=r"rows do not fit.*max_position_embeddings=40.*p0"):
+        RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run"),
+                    processing_class=tok, curriculum=cur_dir)
