@@ -186,3 +186,74 @@ class RTPOTrainer(GRPOTrainer):
                 self._metrics[mode]["rtpo/kept_fraction"].append(float(np.mean(kept)))
             inputs = [{**x, "prompt": p} for x, p in zip(inputs, prompts)]
         return super()._generate_and_score_completions(inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher: TRL's own argument parser, so every GRPOConfig / ModelConfig flag and YAML key works
+# ---------------------------------------------------------------------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+
+@dataclass
+class RTPOScriptArguments:
+    """The launcher's own arguments; everything else is TRL's (GRPOConfig, ModelConfig)."""
+
+    curriculum: str = field(default="", metadata={"help": "Curriculum directory built by rtpo-data build."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["rtpo_data.rewards.accuracy_reward"],
+        metadata={"help": "Reward functions as dotted import paths (default: rtpo_data.rewards.accuracy_reward)."},
+    )
+    horizon: str = field(default="auto", metadata={"help": "Schedule horizon when curriculum and max_steps differ: auto, curriculum, trainer."})
+    eval_without_hint: bool = field(default=False, metadata={"help": "Evaluate on every curriculum row without hint (needs an eval strategy)."})
+
+
+def load_reward(path: str) -> Any:
+    import importlib
+    import os
+    import sys
+
+    if "." not in path:
+        raise RtpoDataError(f"--reward_funcs {path!r}: give a dotted import path such as rtpo_data.rewards.accuracy_reward.")
+    module_path, name = path.rsplit(".", 1)
+    sys.path.insert(0, os.getcwd())  # as `trl grpo` does, so local reward modules import
+    try:
+        return getattr(importlib.import_module(module_path), name)
+    except (ImportError, AttributeError) as exc:
+        raise RtpoDataError(f"--reward_funcs {path!r}: cannot import it ({exc}).") from None
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RTPOScriptArguments, GRPOConfig, Any]:
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((RTPOScriptArguments, GRPOConfig, ModelConfig), prog="rtpo-data train trl")
+    script, training, model = parser.parse_args_and_config(args=argv)
+    if not script.curriculum:
+        raise RtpoDataError("--curriculum is required: the directory built by rtpo-data build.")
+    if not model.model_name_or_path:
+        raise RtpoDataError("--model_name_or_path is required (a local folder or hub name of the policy model).")
+    return script, training, model
+
+
+def main(argv: list[str] | None = None) -> RTPOTrainer:
+    """``rtpo-data train trl`` / ``accelerate launch -m rtpo_data.adapters.trl``: parse, build, train."""
+    script, training, model_args = parse_args(argv)
+    model_init_kwargs = dict(revision=model_args.model_revision, trust_remote_code=training.trust_remote_code,
+                             attn_implementation=model_args.attn_implementation, dtype=model_args.dtype)
+    training.model_init_kwargs = {**model_init_kwargs, **(training.model_init_kwargs or {})}
+    cur = Curriculum.open(script.curriculum)
+    trainer = RTPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=[load_reward(p) for p in script.reward_funcs],
+        args=training,
+        curriculum=cur,
+        horizon=script.horizon,
+        eval_dataset=True if script.eval_without_hint else None,
+    )
+    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
+    trainer.save_model(training.output_dir)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

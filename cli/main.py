@@ -305,5 +305,26 @@ def _print_verify(result: Any) -> None:
     out_console.print("[bold green]All checks passed.[/]" if result.ok else "[bold red]Some checks failed.[/]")
 
 
+train_app = typer.Typer(help="Train with a curriculum through a trainer's own command line.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command(
+    "trl",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def train_trl(ctx: typer.Context) -> None:
+    """GRPO in TRL: --curriculum DIR plus any GRPOConfig / ModelConfig flag or --config grpo.yaml."""
+    try:
+        from rtpo_data.adapters.trl import main as trl_main
+
+        trl_main(list(ctx.args))
+    except ImportError as exc:
+        raise fail(RtpoDataError(f"{exc}")) from None
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

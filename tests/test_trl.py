@@ -114,3 +114,31 @@ def test_prompt_that_cannot_fit_is_refused(tmp_path):
     with pytest.raises(RtpoDataError, match=r"rows do not fit.*max_position_embeddings=40.*p0"):
         RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run"),
                     processing_class=tok, curriculum=cur_dir)
+
+
+def test_launcher_uses_trl_parser_and_yaml(tmp_path):
+    """`rtpo-data train trl` in a subprocess: TRL's own flags and YAML keys, a real 2-step run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cur_dir, tok, model = tiny_setup(tmp_path, total_steps=None)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    (tmp_path / "grpo.yaml").write_text(
+        "bf16: false\nuse_cpu: true\nreport_to: none\nnum_generations: 4\nmax_completion_length: 8\n"
+        "per_device_train_batch_size: 8\nmax_steps: 5\nlogging_steps: 1\nsave_strategy: 'no'\ndisable_tqdm: true\n"
+    )
+    tests_dir = Path(__file__).parent
+    cmd = [sys.executable, "-m", "rtpo_data.cli.main", "train", "trl", "--curriculum", str(cur_dir),
+           "--config", str(tmp_path / "grpo.yaml"), "--model_name_or_path", str(model_dir), "--max_steps", "2",
+           "--output_dir", str(tmp_path / "run"), "--reward_funcs", "trl_helpers.length_reward"]
+    result = subprocess.run(cmd, cwd=tests_dir, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "config.json").exists()  # the trained model was saved
+    logs = result.stdout + result.stderr
+    assert "'rtpo/stage': '0'" in logs and "'rtpo/hint_tokens'" in logs, logs[-2000:]
+    bad = subprocess.run([sys.executable, "-m", "rtpo_data.cli.main", "train", "trl", "--config", str(tmp_path / "grpo.yaml"),
+                          "--model_name_or_path", str(model_dir)], cwd=tests_dir, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "--curriculum is required" in bad.stderr
