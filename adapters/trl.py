@@ -26,6 +26,7 @@ training stops before the first step and says so: pass ``horizon="curriculum"`` 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,156 @@ def main(argv: list[str] | None = None) -> RTPOTrainer:
     trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     trainer.save_model(training.output_dir)
     return trainer
+
+
+# ---------------------------------------------------------------------------------------------
+# The stock `trl grpo` path: rows written in the order TRL consumes them, plus a step guard
+# ---------------------------------------------------------------------------------------------
+
+STEP_COLUMN = "rtpo_step"
+GUARD = "rtpo_data.adapters.trl.step_guard"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """TRL's batch geometry, and where each row lands (see the module docstring's diagram)."""
+
+    per_device_train_batch_size: int
+    num_processes: int
+    gradient_accumulation_steps: int
+    steps_per_generation: int
+    num_generations: int
+    num_iterations: int
+    generation_batch_size: int
+    max_steps: int
+
+    @property
+    def prompts_per_round(self) -> int:
+        return self.generation_batch_size // self.num_generations
+
+    def generation_step(self, round_index: int) -> int:
+        """The global_step at which round ``round_index`` is generated (rows are rendered for it)."""
+        micro = round_index * self.steps_per_generation * self.num_iterations
+        return micro // self.gradient_accumulation_steps
+
+    @property
+    def rounds(self) -> int:
+        micro_per_round = self.steps_per_generation * self.num_iterations
+        return -(-self.max_steps * self.gradient_accumulation_steps // micro_per_round)
+
+    def to_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def geometry_of(args: GRPOConfig, num_processes: int, generation_batch_size: int | None = None) -> Geometry:
+    """The geometry on ``num_processes`` processes (GRPOConfig resolved its own for the process it ran in).
+
+    ``generation_batch_size`` is the value the user wrote, if any; otherwise rounds hold
+    ``steps_per_generation`` global batches, as TRL computes it.
+    """
+    if not args.max_steps or args.max_steps <= 0:
+        raise RtpoDataError("The export needs max_steps > 0 in the config: rows are written for exactly that many steps.")
+    global_batch = args.per_device_train_batch_size * num_processes
+    if generation_batch_size is not None:
+        if generation_batch_size % global_batch:
+            raise RtpoDataError(
+                f"generation_batch_size={generation_batch_size} is not a multiple of per_device_train_batch_size x "
+                f"processes = {global_batch}."
+            )
+        spg = generation_batch_size // global_batch
+    else:
+        spg = args.steps_per_generation
+    gbs = global_batch * spg
+    if gbs % args.num_generations:
+        raise RtpoDataError(f"The generation batch ({gbs}) is not divisible by num_generations={args.num_generations}.")
+    return Geometry(args.per_device_train_batch_size, num_processes, args.gradient_accumulation_steps, spg,
+                    args.num_generations, args.num_iterations, gbs, int(args.max_steps))
+
+
+def export(curriculum: str | Path | Curriculum, config: str | Path, out: str | Path, *, num_processes: int = 1,
+           horizon: str = "auto", overrides: list[str] | None = None) -> Path:
+    """Write ``out/train.parquet`` in TRL's consumption order (shuffling off) and ``out/grpo.yaml``.
+
+    Row ``j`` is generated in round ``j // B`` at ``generation_step(j // B)``; its prompt is rendered
+    for that step, and ``rtpo_step`` records it for :func:`step_guard`. Rows cycle through the
+    curriculum (a seeded permutation per pass) until ``max_steps`` is covered, so no second epoch of
+    the file is ever needed.
+    """
+    import pyarrow.parquet as pq
+    import yaml
+    from trl.scripts.grpo import make_parser
+
+    cur = curriculum if isinstance(curriculum, Curriculum) else Curriculum.open(curriculum)
+    config = Path(config)
+    script, args, _model, _data = make_parser().parse_args_and_config(
+        args=["--config", str(config), *(overrides or [])], fail_with_unknown_args=False)[:4]
+    recipe = yaml.safe_load(config.read_text()) or {}
+    explicit = recipe.get("generation_batch_size")
+    if overrides and "--generation_batch_size" in overrides:
+        explicit = int(overrides[overrides.index("--generation_batch_size") + 1])
+    geo = geometry_of(args, num_processes, explicit)
+    built = cur.total_steps
+    if horizon == "curriculum" or (horizon == "auto" and built is not None and built == geo.max_steps):
+        total = built or geo.max_steps
+    elif horizon == "trainer" or built is None:
+        total = geo.max_steps
+    else:
+        raise RtpoDataError(
+            f"The curriculum was built for total_steps={built}, the config trains max_steps={geo.max_steps}. "
+            "Make them agree, or pass --horizon curriculum / --horizon trainer."
+        )
+    b = geo.prompts_per_round
+    n_rows = geo.rounds * b
+    rng = np.random.default_rng(args.seed)
+    order = np.concatenate([rng.permutation(len(cur)) for _ in range(-(-n_rows // len(cur)))])[:n_rows]
+    steps = np.asarray([geo.generation_step(j // b) for j in range(n_rows)], dtype=np.int64)
+    stages = np.asarray([cur.stage_at(int(s), total) for s in steps])
+    prompts = cur.prompts(order, stages)
+    rows = cur._rows.take(pa.array(order)).select(["row_id", "answer", *cur.kept_columns])
+    table = pa.table({
+        "prompt": prompts,
+        **{name: rows.column(name) for name in rows.column_names},
+        STEP_COLUMN: steps,
+        "rtpo_stage": stages,
+    })
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "train.parquet")
+    rewards = list(script.reward_funcs or ["rtpo_data.rewards.accuracy_reward"])
+    recipe.update({
+        "datasets": [{"path": "parquet", "data_files": str((out / "train.parquet").resolve()), "split": "train"}],
+        "shuffle_dataset": False,
+        "max_steps": geo.max_steps,
+        "reward_funcs": [GUARD, *[r for r in rewards if r != GUARD]],
+    })
+    recipe.pop("dataset_name", None)
+    (out / "grpo.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (out / "export.json").write_text(json.dumps({"curriculum": str(cur.path), "horizon": total, "rows": n_rows,
+                                                 "geometry": geo.to_dict()}, indent=2))
+    return out
+
+
+def step_guard(completions: list[Any], trainer_state: Any = None, **kwargs: Any) -> list[float]:
+    """A reward of 0 that stops the run when a row is used at another step than it was written for.
+
+    ``trl grpo`` with an export: the rows carry ``rtpo_step``, the step their hint was rendered for.
+    A different batch geometry, a second epoch or a resume inside a generation round puts rows at
+    other steps; the hint would then be wrong, so training stops with what to do.
+    """
+    steps = kwargs.get(STEP_COLUMN)
+    if steps is None:
+        raise RtpoDataError(f"step_guard needs the {STEP_COLUMN!r} column: train on a dataset written by rtpo-data export trl.")
+    if trainer_state is not None and getattr(trainer_state, "global_step", None) is not None:
+        now = int(trainer_state.global_step)
+        wrong = sorted({int(s) for s in steps if int(s) != now})
+        if wrong:
+            raise RtpoDataError(
+                f"rtpo-data step guard: rows written for step(s) {wrong[:5]} are being used at step {now}. The batch "
+                "geometry, max_steps or the resume point differ from what the export was written for. Re-run "
+                "rtpo-data export trl with this run's config (and --num-processes), or resume from a checkpoint at "
+                "the start of a generation round."
+            )
+    return [0.0] * len(completions)
 
 
 if __name__ == "__main__":

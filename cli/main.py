@@ -326,5 +326,29 @@ def train_trl(ctx: typer.Context) -> None:
         raise fail(exc) from None
 
 
+export_app = typer.Typer(help="Write a curriculum for a trainer's stock command line.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("trl", no_args_is_help=True)
+def export_trl(
+    curriculum: Annotated[Path, typer.Option(help="Curriculum directory.")],
+    config: Annotated[Path, typer.Option(help="The trl grpo YAML the run will use.")],
+    out: Annotated[Path, typer.Option(help="Run folder: train.parquet, grpo.yaml, export.json.")],
+    num_processes: Annotated[int, typer.Option(help="Training processes (accelerate num_processes).")] = 1,
+    horizon: Annotated[str, typer.Option(help="auto, curriculum or trainer (see docs/trl.md).")] = "auto",
+) -> None:
+    """Rows in the order `trl grpo` consumes them (shuffling off), each rendered for its step, plus a guard."""
+    try:
+        from rtpo_data.adapters.trl import export
+
+        run = export(curriculum, config, out, num_processes=num_processes, horizon=horizon)
+    except ImportError as exc:
+        raise fail(RtpoDataError(str(exc))) from None
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+    out_console.print(f"[bold green]Exported[/] {run}: train with  trl grpo --config {run / 'grpo.yaml'}", highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

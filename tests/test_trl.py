@@ -142,3 +142,56 @@ def test_launcher_uses_trl_parser_and_yaml(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rtpo_data.cli.main", "train", "trl", "--config", str(tmp_path / "grpo.yaml"),
                           "--model_name_or_path", str(model_dir)], cwd=tests_dir, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "--curriculum is required" in bad.stderr
+
+
+def _export_setup(tmp_path):
+    cur_dir, tok, model = tiny_setup(tmp_path, total_steps=4, stages=2)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    (tmp_path / "grpo.yaml").write_text(
+        f"model_name_or_path: {model_dir}\nbf16: false\nuse_cpu: true\nreport_to: none\nnum_generations: 4\n"
+        "max_completion_length: 8\nper_device_train_batch_size: 8\ngradient_accumulation_steps: 2\nmax_steps: 4\n"
+        "logging_steps: 1\nsave_strategy: 'no'\ndisable_tqdm: true\nseed: 3\n"
+        "reward_funcs: [trl_helpers.length_reward]\n"
+    )
+    return cur_dir
+
+
+def test_export_order_matches_trl_consumption(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rtpo_data.adapters.trl import export
+
+    cur_dir = _export_setup(tmp_path)
+    run = export(cur_dir, tmp_path / "grpo.yaml", tmp_path / "run")
+    table = pq.read_table(run / "train.parquet").to_pydict()
+    # per_device 8 x 1 process x steps_per_generation 2 = 16 per round = 4 prompts; a round covers 1 optimizer step.
+    assert table["rtpo_step"] == [s for s in range(4) for _ in range(4)]
+    cur = Curriculum.open(cur_dir)
+    for prompt, rid, stage in zip(table["prompt"], table["row_id"], table["rtpo_stage"]):
+        i = next(j for j in range(len(cur)) if cur.row_id(j) == rid)
+        assert prompt == cur.prompt(i, stage)
+    assert table["rtpo_stage"] == [0] * 8 + [1] * 8
+
+
+def test_stock_trl_grpo_runs_an_export_and_the_guard_stops_a_changed_geometry(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cur_dir = _export_setup(tmp_path)
+    tests_dir = Path(__file__).parent
+    cli = [sys.executable, "-m", "rtpo_data.cli.main"]
+    exported = subprocess.run([*cli, "export", "trl", "--curriculum", str(cur_dir), "--config", str(tmp_path / "grpo.yaml"),
+                               "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=tests_dir, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    trl = [str(Path(sys.executable).with_name("trl")), "grpo", "--config", str(tmp_path / "run" / "grpo.yaml"),
+           "--output_dir", str(tmp_path / "out")]
+    ok = subprocess.run(trl, capture_output=True, text=True, cwd=tests_dir, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "rewards/step_guard/mean" in ok.stdout + ok.stderr
+    changed = subprocess.run([*trl, "--gradient_accumulation_steps", "1", "--steps_per_generation", "1"],
+                             capture_output=True, text=True, cwd=tests_dir, timeout=600)
+    assert changed.returncode != 0
+    assert "rtpo-data step guard" in changed.stderr and "are being used at step" in changed.stderr
