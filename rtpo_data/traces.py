@@ -1,24 +1,45 @@
 """Splitting the final answer off a reference trace, so that no hint ever contains it.
 
-Formats (``--answer-format``; ``auto`` tries them in this order):
+:func:`split_answer` returns the trace to cut hints from, the answer it found, and the ``tail`` it
+removed from the end (``trace`` is a prefix of the text up to surrounding whitespace; ``tail`` is a
+suffix of the text). Rules (``--answer-format``; ``auto`` tries think, gsm8k, boxed in that order):
 
-- ``think``: R1 style ``<think>REASONING</think>SOLUTION`` (the opening tag may be missing, as when
-  the template opens it). The trace is REASONING; the answer is the last ``\\boxed{}`` of SOLUTION,
-  else SOLUTION itself. Only tried when ``</think>`` is present.
-- ``gsm8k``: a final line ``#### ANSWER``. The trace is everything before it.
-- ``boxed``: a final ``\\boxed{...}`` (or ``\\fbox{...}``; nested braces fine). The trace stops
-  before the sentence or line that states it (whichever starts later); the answer is the box's content.
-- ``none``: the trace is kept whole and no answer is derived.
+- ``think``: R1 style ``<think>REASONING</think>SOLUTION``. The opening ``<think>`` may be missing
+  (some distilled datasets leave it to the chat template); text before it is dropped. The trace is
+  REASONING; the answer is the content of the last ``\\boxed{}`` in SOLUTION, else SOLUTION itself
+  (``None`` when SOLUTION is empty); the tail is ``</think>SOLUTION``. With several ``</think>`` the
+  last one counts. ``auto`` only tries it when ``</think>`` is present.
+- ``gsm8k``: the last non-blank line is ``#### ANSWER``. The trace is the text before that line; the
+  answer is ANSWER as written (``1,000`` stays ``1,000``), without surrounding whitespace.
+- ``boxed``: the text holds a ``\\boxed{...}`` or ``\\fbox{...}`` with balanced braces (nesting such
+  as ``\\boxed{\\frac{1}{2}}`` and escaped ``\\{ \\}`` are fine; an unbalanced box is ignored). The
+  answer is the content of the LAST box. The trace stops at the start of the statement that holds
+  the FIRST box, so no box is left in the hint (MATH solutions with an "- OR -" second solution box
+  the same answer twice; some box an intermediate result first). A statement starts after the last
+  sentence end (``.``, ``!`` or ``?`` followed by whitespace) or line break before the box, whichever
+  is later, counting only those outside LaTeX math: when the box sits inside ``$...$``, ``$$...$$``,
+  ``\\[...\\]``, ``\\(...\\)`` or a display environment (``align``, ``equation``, ...) that starts
+  earlier, the cut falls before the statement in which that math starts, never inside the math. The
+  end of display math counts as a sentence end when the math ends with a period or the next word is
+  capitalized. A blank line ends any math region (TeX does not allow one inside math), so a stray
+  ``$`` (a price) cannot swallow more than its paragraph; an escaped ``\\$`` is text. If that cut
+  would leave an empty trace (the whole solution is one statement), the cut falls right before the
+  box instead, or before the math delimiter that opens right in front of it (``$\\boxed{5}$``).
+- ``none``: the trace is the whole text; no answer is derived.
 
-``--answer-pattern REGEX`` overrides them all: the trace ends where the regex's last match starts;
-the answer is its group ``answer``, else group 1, else the whole match.
+``--answer-pattern REGEX`` (Python ``re`` syntax) overrides them all: the trace ends where the
+regex's LAST match starts; the answer is its group ``answer`` if it has one, else group 1 if it has
+groups, else the whole match (stripped; ``None`` if the group did not take part). No match: format
+``none``. A match reports the format ``pattern``.
 
-Traces are stripped of surrounding whitespace: one that starts with a newline could merge with the
-chat template's final newline when tokenized, and trailing blanks are never worth a cut.
+In every case the trace is stripped of leading and trailing whitespace: a trace that starts with a
+newline can merge with the chat template's final newline when tokenized, and trailing blanks are
+never worth a cut. Line endings inside (``\\r\\n``) are kept as they are.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -28,53 +49,79 @@ ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "think", "none")
 
 _GSM8K = re.compile(r"(?:^|\n)[ \t]*####[ \t]*(?P<answer>[^\n]*?)\s*$")
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_SENTENCE_START = re.compile(r"(?:[.!?](?=\s)|\n)\s*")
+_BEGIN = re.compile(r"\\begin\s*\{([A-Za-z*]+)\}")
+_MATH_ENVS = frozenset(
+    f"{name}{star}"
+    for name in ("equation", "align", "eqnarray", "gather", "multline", "flalign", "alignat", "displaymath", "math")
+    for star in ("", "*")
+)
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 
 @dataclass(frozen=True)
 class SplitTrace:
-    trace: str
-    answer: str | None
+    trace: str  # the text hints are cut from, stripped
+    answer: str | None  # the answer found, or None
     tail: str  # what was removed from the end ("" if nothing)
-    format: str  # the rule that fired, or "none"
+    format: str  # the rule that fired: think, gsm8k, boxed, pattern, or "none"
 
 
+@functools.lru_cache(maxsize=64)
 def compile_answer_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a user's ``--answer-pattern``; a bad regex is a :class:`ConfigError`."""
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(f"answer_pattern={pattern!r}: invalid regex ({exc}); fix the pattern", what="--answer-pattern") from None
+        raise ConfigError(
+            f"--answer-pattern {pattern!r}: invalid regex ({exc}). Fix the pattern (Python re syntax), "
+            "or use --answer-format instead.",
+            what="answer pattern",
+        ) from None
+
+
+def boxes(text: str) -> list[tuple[int, int, str]]:
+    """Every ``\\boxed{...}``/``\\fbox{...}`` with balanced braces: ``(start, end, content)``."""
+    found = []
+    for m in _BOX.finditer(text):
+        depth, i, n = 1, m.end(), len(text)
+        while i < n:
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        if depth == 0 and i < n:
+            found.append((m.start(), i + 1, text[m.end(): i].strip()))
+    return found
 
 
 def last_boxed(text: str) -> tuple[int, int, str] | None:
     """``(start, end, content)`` of the last ``\\boxed{...}`` with balanced braces, or None."""
-    for m in reversed(list(_BOX.finditer(text))):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            return m.start(), i, text[m.end(): i - 1].strip()
-    return None
+    found = boxes(text)
+    return found[-1] if found else None
 
 
 def split_answer(text: str, answer_format: str = "auto", pattern: str | re.Pattern[str] | None = None) -> SplitTrace:
+    """Split the final answer off ``text`` (see the module docstring for every rule)."""
     if pattern is not None:
-        rx = compile_answer_pattern(pattern) if isinstance(pattern, str) else pattern
-        matches = list(rx.finditer(text))
-        if not matches:
-            return SplitTrace(text.strip(), None, "", "none")
-        m = matches[-1]
-        if "answer" in rx.groupindex:
-            answer = m.group("answer")
-        elif rx.groups:
-            answer = m.group(1)
-        else:
-            answer = m.group(0)
-        return SplitTrace(text[: m.start()].strip(), answer.strip() if answer else None, text[m.start():], "pattern")
+        return _split_pattern(text, compile_answer_pattern(pattern) if isinstance(pattern, str) else pattern)
     if answer_format not in ANSWER_FORMATS:
-        raise ConfigError(f"answer_format={answer_format!r}: use one of {', '.join(ANSWER_FORMATS)}", what="--answer-format")
-    tries = {"auto": ("think", "gsm8k", "boxed"), "none": ()}.get(answer_format, (answer_format,))
+        raise ConfigError(
+            f"--answer-format {answer_format!r}: unknown; use one of {', '.join(ANSWER_FORMATS)}",
+            what="answer format",
+        )
+    if answer_format == "auto":
+        tries: tuple[str, ...] = ("think", "gsm8k", "boxed")
+    elif answer_format == "none":
+        tries = ()
+    else:
+        tries = (answer_format,)
     for fmt in tries:
         result = _SPLITTERS[fmt](text)
         if result is not None:
@@ -82,17 +129,32 @@ def split_answer(text: str, answer_format: str = "auto", pattern: str | re.Patte
     return SplitTrace(text.strip(), None, "", "none")
 
 
+def _split_pattern(text: str, rx: re.Pattern[str]) -> SplitTrace:
+    last = None
+    for last in rx.finditer(text):
+        pass
+    if last is None:
+        return SplitTrace(text.strip(), None, "", "none")
+    if "answer" in rx.groupindex:
+        answer = last.group("answer")
+    elif rx.groups:
+        answer = last.group(1)
+    else:
+        answer = last.group(0)
+    return SplitTrace(text[: last.start()].strip(), None if answer is None else answer.strip(), text[last.start():], "pattern")
+
+
 def _think(text: str) -> SplitTrace | None:
-    close = text.rfind("</think>")
+    close = text.rfind(_THINK_CLOSE)
     if close < 0:
         return None
     reasoning = text[:close]
-    open_ = reasoning.find("<think>")
-    if open_ >= 0:
-        reasoning = reasoning[open_ + len("<think>"):]
-    solution = text[close + len("</think>"):]
-    boxed = last_boxed(solution)
-    answer = boxed[2] if boxed else (solution.strip() or None)
+    opened = reasoning.find(_THINK_OPEN)
+    if opened >= 0:
+        reasoning = reasoning[opened + len(_THINK_OPEN):]
+    solution = text[close + len(_THINK_CLOSE):]
+    box = last_boxed(solution)
+    answer = box[2] if box else (solution.strip() or None)
     return SplitTrace(reasoning.strip(), answer, text[close:], "think")
 
 
@@ -100,24 +162,96 @@ def _gsm8k(text: str) -> SplitTrace | None:
     m = _GSM8K.search(text)
     if m is None:
         return None
-    return SplitTrace(text[: m.start()].strip(), m.group("answer").strip() or None, text[m.start():], "gsm8k")
+    return SplitTrace(text[: m.start()].strip(), m.group("answer").strip() or None, text[m.start():].lstrip("\r\n"), "gsm8k")
+
+
+def _skip_space(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    return i
+
+
+def _statement_start(text: str, pos: int) -> tuple[int, int | None]:
+    """Where the statement holding ``pos`` starts, and the start of the math region around ``pos``.
+
+    Scans ``text[:pos]`` once, tracking LaTeX math regions; only sentence ends and line breaks
+    outside math are candidate cuts.
+    """
+    cut = 0
+    closer: str | None = None  # the delimiter that closes the open math region
+    math_start = 0
+    display = False
+    i = 0
+    while i < pos:
+        c = text[i]
+        if c == "\n" and text.startswith("\n", _skip_inline_space(text, i + 1)):
+            # A blank line: no math region survives it (TeX forbids it), and it ends a statement.
+            closer = None
+            cut = _skip_space(text, i)
+            i = cut
+            continue
+        if closer is None:
+            if c == "\\":
+                nxt = text[i + 1: i + 2]
+                if nxt in ("[", "("):
+                    closer, math_start, display = ("\\]" if nxt == "[" else "\\)"), i, nxt == "["
+                    i += 2
+                    continue
+                m = _BEGIN.match(text, i)
+                if m and m.group(1) in _MATH_ENVS:
+                    closer, math_start, display = f"\\end{{{m.group(1)}}}", i, True
+                    i = m.end()
+                    continue
+                i += 2  # an escaped character (\$, \\, \{) or a command name's first letter
+                continue
+            if c == "$":
+                double = text.startswith("$$", i)
+                closer, math_start, display = ("$$" if double else "$"), i, double
+                i += 2 if double else 1
+                continue
+            if c == "\n" or (c in ".!?" and i + 1 < len(text) and text[i + 1].isspace()):
+                cut = _skip_space(text, i + 1)
+            i += 1
+            continue
+        # Inside math: look for the closer only.
+        if text.startswith(closer, i):
+            inner = text[math_start:i].rstrip().rstrip("\\").rstrip()
+            i += len(closer)
+            closer = None
+            if display:
+                after = _skip_space(text, i)
+                if inner.endswith((".", "!", "?")) or (after < len(text) and text[after].isupper()):
+                    cut = after
+            continue
+        i += 2 if c == "\\" else 1
+    return cut, (math_start if closer is not None else None)
+
+
+def _skip_inline_space(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i] in " \t\r":
+        i += 1
+    return i
 
 
 def _boxed(text: str) -> SplitTrace | None:
-    box = last_boxed(text)
-    if box is None:
+    found = boxes(text)
+    if not found:
         return None
-    start, _, answer = box
-    # Start of the statement holding the box: after the last sentence end or newline before it.
-    cut = 0
-    for m in _SENTENCE_START.finditer(text, 0, start):
-        cut = m.end()
+    first = found[0][0]
+    answer = found[-1][2]
+    cut, math_start = _statement_start(text, first)
     if not text[:cut].strip():
-        # A one-sentence solution: stop right before the box (and the $ that opens its math).
-        cut = start
-        dollar = text.rfind("$", 0, start)
-        if dollar >= 0 and text[:dollar].count("$") % 2 == 0:
-            cut = dollar
+        # One statement only: stop right before the box, or before a math delimiter right in front of it.
+        cut = first
+        if math_start is not None:
+            opener_end = math_start + (2 if text.startswith(("$$", "\\[", "\\("), math_start) else 1)
+            if text.startswith("\\begin", math_start):
+                m = _BEGIN.match(text, math_start)
+                opener_end = m.end() if m else opener_end
+            if not text[opener_end:first].strip():
+                cut = math_start
     return SplitTrace(text[:cut].strip(), answer, text[cut:], "boxed")
 
 
