@@ -57,7 +57,8 @@ def curriculum_dataset(cur: Curriculum, *, hint: bool = True) -> Any:
     columns = ["bare", "answer", *cur.kept_columns]
     table = cur._rows.select(columns).rename_columns(["prompt", "answer", *cur.kept_columns])
     table = table.append_column(INDEX_COLUMN, pa.array(np.arange(len(cur), dtype=np.int64)))
-    return datasets.Dataset(table)
+    # Explicit fingerprint: datasets would otherwise hash every row (and fails to on some pyarrow versions).
+    return datasets.Dataset(table, fingerprint=f"{cur.fingerprint}-trl")
 
 
 def stage0_prompt_lengths(cur: Curriculum) -> np.ndarray:

@@ -81,6 +81,14 @@ class Curriculum:
         return f"Curriculum({str(self.path)!r}, rows={len(self)}, stages={self.num_stages})"
 
     @property
+    def fingerprint(self) -> str:
+        """Identity of the content: a hash of the shards' sha256s from the manifest (no data is read)."""
+        import hashlib
+
+        shas = [s["sha256"] for table in TABLES for s in self.manifest["shards"].get(table, [])]
+        return hashlib.sha256("".join(shas).encode()).hexdigest()[:32]
+
+    @property
     def total_steps(self) -> int | None:
         return self.manifest.get("total_steps")
 
@@ -261,7 +269,9 @@ class Curriculum:
             raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
         columns = ["row_id", "answer", *self.kept_columns]
         table = self._rows.select(columns).append_column("__index__", pa.array(np.arange(len(self))))
-        ds = datasets.Dataset(table)
+        # An explicit fingerprint: otherwise datasets hashes the whole table (O(rows), and it fails
+        # to pickle some pyarrow types on Python 3.12).
+        ds = datasets.Dataset(table, fingerprint=f"{self.fingerprint}-view-{stage}-{output}")
         return ds.with_transform(_Render(self, stage, output, columns))
 
 

@@ -1,10 +1,31 @@
 """Reading a source dataset in bounded-memory batches, mapping its columns, validating rows.
 
-Sources: ``.jsonl``/``.ndjson`` (optionally ``.gz``), ``.json`` (a list of objects, or JSON lines),
-``.parquet``, ``.csv``, a single ``.arrow`` file (IPC stream or file format), a
-``datasets.save_to_disk`` folder (a ``DatasetDict`` folder needs ``--split``), a folder of such
-shards, or a hub dataset name (streamed through ``datasets``). Every reader yields lists of row
-dicts in source order, one batch at a time, so memory does not grow with the source.
+Sources (``--format`` overrides detection):
+
+- ``jsonl``: ``.jsonl``/``.ndjson``, optionally gzipped (``.jsonl.gz``). Read line by line; empty
+  lines are skipped; CRLF endings and a UTF-8 byte-order mark work. A bad line (invalid JSON or
+  UTF-8, not an object) is an error that names the file and line.
+- ``json``: ``.json``/``.json.gz`` holding a top-level list of objects (loaded whole: such files are
+  small in practice; big data comes as jsonl or parquet), or JSON lines in a ``.json`` file.
+- ``parquet``: record batches through ``pyarrow.parquet.ParquetFile.iter_batches``.
+- ``csv``: ``.csv``/``.csv.gz`` through pyarrow's streaming CSV reader. Every column is read as text
+  (CSV has no types, and per-block type inference breaks on the first ``3/4`` after ``18``s); quoted
+  fields may span lines.
+- ``arrow``: one Arrow IPC file, stream format (what ``datasets`` writes) or file format; memory-mapped.
+- ``disk``: a ``datasets.save_to_disk`` folder (``state.json``/``dataset_info.json``), read file by
+  file from its Arrow files; a ``DatasetDict`` folder (``dataset_dict.json``) needs a split
+  (``--split``; ``train`` when it has one).
+- a folder of shards of one format (``.parquet``, ``.arrow``, ``.jsonl``, ``.json``, ``.csv``,
+  gzipped variants too), read in name order. :func:`detect_format` reports the shards' format.
+- ``hub``: a dataset name (``owner/name``) that is not a local path, streamed with
+  ``datasets.load_dataset(..., streaming=True)`` (split ``train`` unless ``--split``).
+
+Every reader yields lists of row dicts (plain Python values) in source order, ``batch_size`` rows at a
+time (the last batch may be shorter), so memory does not grow with the source.
+
+Columns: :func:`resolve_columns` maps prompt/trace/answer/id columns, explicit or detected by name;
+:func:`validate_row` turns a raw row into a :class:`ValidRow` or raises :class:`InvalidRow` with a
+short ``reason`` key, so a build can count and skip bad rows.
 """
 
 from __future__ import annotations
@@ -13,8 +34,10 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,276 +51,508 @@ PROMPT_NAMES = ("prompt", "question", "problem", "query", "input", "instruction"
 TRACE_NAMES = ("solution", "reasoning", "cot", "trace", "generation", "response", "rationale", "output")
 ANSWER_NAMES = ("answer", "final_answer", "gold", "label", "target")
 ID_NAMES = ("id", "row_id", "uid", "idx")
+CHAT_ROLES = ("system", "user", "assistant")
+
 _SUPPORTED = ".jsonl, .json, .parquet, .csv or .arrow file, a datasets.save_to_disk folder, or a hub dataset name"
+_NOT_FOUND = "Source not found: {path}. Pass a " + _SUPPORTED + "."
+# name suffix -> format; gzip is read transparently for the text formats
+_EXTENSIONS = (
+    (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".jsonl.gz", "jsonl"), (".ndjson.gz", "jsonl"),
+    (".json", "json"), (".json.gz", "json"),
+    (".parquet", "parquet"),
+    (".csv", "csv"), (".csv.gz", "csv"),
+    (".arrow", "arrow"),
+)
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ARROW_FILE_MAGIC = b"ARROW1"
+_WHOLE_HASH_LIMIT = 64 << 20
+_EDGE = 1 << 20
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    path: str
-    split: str | None = None
-    subset: str | None = None
-    format: str | None = None
+    path: str  # a local file/folder, or a hub dataset name
+    split: str | None = None  # hub / save_to_disk DatasetDict split
+    subset: str | None = None  # hub config name
+    format: str | None = None  # jsonl|json|parquet|csv|arrow|disk|hub; None = detect
 
 
-def _suffixes(path: Path) -> str:
-    name = path.name.lower()
-    return name[:-3] if name.endswith(".gz") else name
+# ---------------------------------------------------------------------------------------------
+# Detection: what to read, and in which format
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_of_name(name: str) -> str | None:
+    lower = name.lower()
+    for ext, fmt in sorted(_EXTENSIONS, key=lambda e: -len(e[0])):
+        if lower.endswith(ext):
+            return fmt
+    return None
+
+
+def _is_disk_folder(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+def _looks_like_hub(name: str) -> bool:
+    return bool(_HUB_NAME.match(name)) and _format_of_name(name) is None
 
 
 def detect_format(spec: SourceSpec) -> str:
-    if spec.format:
-        if spec.format not in FORMATS:
-            raise SourceError(f"--format {spec.format!r}: unknown; use one of {', '.join(FORMATS)}.")
-        return spec.format
-    path = Path(spec.path)
+    """The source's format: one of :data:`FORMATS` (a folder of shards reports the shards' format)."""
+    return _resolve(spec)[0]
+
+
+def _resolve(spec: SourceSpec) -> tuple[str, list[tuple[str, Path]]]:
+    """``(format, [(file format, file), ...])``: the files to read in order (none for the hub)."""
+    fmt = spec.format.lower() if spec.format else None
+    if fmt is not None and fmt not in FORMATS:
+        raise SourceError(f"--format {spec.format!r}: unknown format; use one of {', '.join(FORMATS)}.")
+    if fmt == "hub":
+        return "hub", []
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        if fmt is None and _looks_like_hub(spec.path):
+            return "hub", []
+        raise SourceError(_NOT_FOUND.format(path=spec.path))
     if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-            return "disk"
-        return "folder"
-    if path.is_file():
-        name = _suffixes(path)
-        for ext, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"),
-                         (".csv", "csv"), (".arrow", "arrow")):
-            if name.endswith(ext):
-                return fmt
-        raise SourceError(f"Unknown source format: {path.name}. Pass a {_SUPPORTED}, or name the format with --format.")
-    if "/" in spec.path and not spec.path.startswith((".", "/")) and spec.path.count("/") == 1:
-        return "hub"
-    raise SourceError(f"Source not found: {spec.path}. Pass a {_SUPPORTED}.")
+        if fmt == "disk" or (fmt is None and _is_disk_folder(path)):
+            return "disk", [("arrow", f) for f in _disk_files(path, spec.split)]
+        return _shards(path, fmt)
+    if fmt == "disk":
+        raise SourceError(f"--format disk: {spec.path} is a file; a datasets.save_to_disk source is a folder.")
+    if fmt is None:
+        fmt = _format_of_name(path.name)
+        if fmt is None:
+            raise SourceError(
+                f"Unknown source format: {path.name}. Supported: .jsonl/.ndjson, .json, .parquet, .csv, .arrow "
+                "(.gz for the text formats), a datasets.save_to_disk folder, a folder of shards, or a hub dataset "
+                f"name. Name the format with --format ({', '.join(FORMATS)}) if the extension is misleading."
+            )
+    return fmt, [(fmt, path)]
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
+def _shards(folder: Path, fmt: str | None) -> tuple[str, list[tuple[str, Path]]]:
+    by_format: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir(), key=lambda p: p.name):
+        if f.is_file() and not f.name.startswith("."):
+            shard_fmt = _format_of_name(f.name)
+            if shard_fmt is not None:
+                by_format.setdefault(shard_fmt, []).append(f)
+    if fmt is not None:
+        by_format = {fmt: by_format.get(fmt, [])}
+    found = {k: v for k, v in by_format.items() if v}
+    if not found:
+        what = f"{fmt} " if fmt else ""
+        raise SourceError(
+            f"{folder} holds no {what}data files (.jsonl, .json, .parquet, .csv, .arrow) and is not a "
+            f"datasets.save_to_disk folder. Pass a {_SUPPORTED}."
+        )
+    if len(found) > 1:
+        kinds = ", ".join(f"{len(v)} {k}" for k, v in found.items())
+        raise SourceError(
+            f"{folder} holds shards of several formats ({kinds}). Choose one with --format, or pass one file."
+        )
+    (shard_fmt, files), = found.items()
+    return shard_fmt, [(shard_fmt, f) for f in files]
 
 
-def _iter_jsonl(path: Path, batch_size: int) -> Iterator[list[dict]]:
+def _read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path}: cannot read ({exc}). Is the save_to_disk folder complete?") from None
+
+
+def _disk_files(root: Path, split: str | None) -> list[Path]:
+    """The Arrow files of a ``save_to_disk`` folder, in row order."""
+    if (root / "dataset_dict.json").is_file():
+        splits = list(_read_json_file(root / "dataset_dict.json").get("splits", []))
+        chosen = split if split is not None else ("train" if "train" in splits else None)
+        if chosen is None:
+            raise SourceError(
+                f"{root} is a DatasetDict with the splits {', '.join(splits) or '(none)'} and none is called "
+                "train: choose one with --split."
+            )
+        if chosen not in splits:
+            raise SourceError(
+                f"--split {chosen!r}: {root} has no such split. Its splits: {', '.join(splits) or '(none)'}."
+            )
+        root = root / chosen
+    state = root / "state.json"
+    if state.is_file():
+        names = [f["filename"] for f in _read_json_file(state).get("_data_files", [])]
+        files = [root / n for n in names]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise SourceError(f"{root}: state.json lists files that are missing: {', '.join(missing)}.")
+    else:
+        files = sorted(root.glob("*.arrow"), key=lambda p: p.name)
+    if not files:
+        raise SourceError(f"{root} holds no Arrow files. Is the save_to_disk folder complete?")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------------------------
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _rebatch(rows: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
-    f = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    with f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SourceError(
-                    f"{path.name} line {number}: invalid UTF-8 ({exc.reason} at byte {exc.start}). "
-                    "Re-encode the file as UTF-8 or remove the line."
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SourceError(f"{path.name} line {number}: invalid JSON ({exc.msg}). Fix or remove the line.") from None
-            if not isinstance(row, dict):
-                raise SourceError(f"{path.name} line {number}: expected a JSON object, got {type(row).__name__}.")
-            batch.append(row)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
 
-def _iter_json(path: Path, batch_size: int) -> Iterator[list[dict]]:
-    with _open_text(path) as f:
-        head = f.read(1 << 16).lstrip()
-    if not head.startswith("["):
-        yield from _iter_jsonl(path, batch_size)  # JSON lines in a .json file
-        return
-    # A JSON array is loaded whole: such files are small in practice; big data comes as jsonl/parquet.
+def _iter_jsonl_rows(path: Path) -> Iterator[dict]:
     try:
-        with _open_text(path) as f:
-            rows = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path.name}: invalid JSON ({exc}). Fix the file or convert it to jsonl.") from None
-    for i, row in enumerate(rows):
+        with _open_binary(path) as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SourceError(
+                        f"{path} line {number}: invalid UTF-8 ({exc.reason} at byte {exc.start}). "
+                        "Re-encode the file as UTF-8, or fix or remove the line."
+                    ) from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SourceError(
+                        f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno}). Fix or remove the line."
+                    ) from None
+                if not isinstance(row, dict):
+                    raise SourceError(
+                        f"{path} line {number}: expected a JSON object (one row per line), got a "
+                        f"{_json_type(row)}. Fix or remove the line."
+                    )
+                yield row
+    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+        raise SourceError(f"{path}: cannot read ({type(exc).__name__}: {exc}). Is the file complete and not corrupt?") from None
+
+
+def _json_type(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _iter_json_rows(path: Path) -> Iterator[dict]:
+    try:
+        with _open_binary(path) as f:
+            head = f.read(1 << 16)
+    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+        raise SourceError(f"{path}: cannot read ({type(exc).__name__}: {exc}).") from None
+    start = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if start.startswith("{"):
+        first = start.split("\n", 1)[0]
+        try:
+            json.loads(first)
+            is_lines = True
+        except json.JSONDecodeError:
+            is_lines = False
+        if is_lines:
+            yield from _iter_jsonl_rows(path)  # JSON lines in a .json file
+            return
+    # A JSON document is loaded whole: such files are small in practice; big data comes as jsonl/parquet.
+    try:
+        with _open_binary(path) as f:
+            data = json.loads(f.read().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: invalid UTF-8 ({exc.reason} at byte {exc.start}). Re-encode the file as UTF-8.") from None
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"{path} line {exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno}). Fix the file, "
+            "or write it as JSON lines (.jsonl)."
+        ) from None
+    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+        raise SourceError(f"{path}: cannot read ({type(exc).__name__}: {exc}).") from None
+    if isinstance(data, dict):
+        keys = ", ".join(list(data)[:10])
+        raise SourceError(
+            f"{path} holds one JSON object (keys: {keys}), not a list of rows. Pass a file with a list of "
+            "objects, or one object per line (.jsonl)."
+        )
+    if not isinstance(data, list):
+        raise SourceError(f"{path} holds a JSON {_json_type(data)}, not a list of rows.")
+    for i, row in enumerate(data):
         if not isinstance(row, dict):
-            raise SourceError(f"{path.name} item {i}: expected a JSON object, got {type(row).__name__}.")
-    for i in range(0, len(rows), batch_size):
-        yield rows[i: i + batch_size]
+            raise SourceError(f"{path} item {i}: expected a JSON object (one row), got a {_json_type(row)}. Fix or remove it.")
+        yield row
 
 
-def _iter_table_batches(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[list[dict]]:
+def _iter_record_batch_rows(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[list[dict]]:
+    """Re-chunk record batches into lists of ``batch_size`` row dicts, converting one slice at a time."""
     pending: list[dict] = []
     for rb in batches:
-        pending.extend(rb.to_pylist())
-        while len(pending) >= batch_size:
-            yield pending[:batch_size]
-            pending = pending[batch_size:]
+        offset = 0
+        while offset < rb.num_rows:
+            take = min(batch_size - len(pending), rb.num_rows - offset)
+            pending.extend(rb.slice(offset, take).to_pylist())
+            offset += take
+            if len(pending) >= batch_size:
+                yield pending
+                pending = []
     if pending:
         yield pending
 
 
-def _arrow_reader(path: Path) -> Iterator[pa.RecordBatch]:
-    source = pa.memory_map(str(path), "r")
+def _is_arrow_file_format(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC
+
+
+def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
     try:
-        reader = pa.ipc.open_stream(source)
-        yield from reader
-        return
-    except pa.ArrowInvalid:
-        pass
-    try:
-        reader = pa.ipc.open_file(source)
-    except pa.ArrowInvalid as exc:
-        raise SourceError(f"{path.name}: not an Arrow IPC file ({exc}).") from None
-    for i in range(reader.num_record_batches):
-        yield reader.get_batch(i)
+        source = pa.memory_map(str(path), "r")
+        if _is_arrow_file_format(path):
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        else:
+            yield from pa.ipc.open_stream(source)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: not a readable Arrow IPC file (stream or file format): {exc}.") from None
 
 
 def _arrow_schema(path: Path) -> pa.Schema:
-    source = pa.memory_map(str(path), "r")
     try:
-        return pa.ipc.open_stream(source).schema
-    except pa.ArrowInvalid:
-        try:
+        source = pa.memory_map(str(path), "r")
+        if _is_arrow_file_format(path):
             return pa.ipc.open_file(source).schema
-        except pa.ArrowInvalid as exc:
-            raise SourceError(f"{path.name}: not an Arrow IPC file ({exc}).") from None
+        return pa.ipc.open_stream(source).schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: not a readable Arrow IPC file (stream or file format): {exc}.") from None
 
 
-def _disk_files(spec: SourceSpec) -> list[Path]:
-    root = Path(spec.path)
-    if (root / "dataset_dict.json").is_file():
-        splits = json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
-        split = spec.split or ("train" if "train" in splits else None)
-        if split not in splits:
-            raise SourceError(f"{root} holds the splits {', '.join(splits)}: choose one with --split.")
-        root = root / split
-    state = root / "state.json"
-    if state.is_file():
-        return [root / f["filename"] for f in json.loads(state.read_text()).get("_data_files", [])]
-    return sorted(root.glob("*.arrow"))
-
-
-def _folder_files(path: Path) -> tuple[str, list[Path]]:
-    for fmt, patterns in (("parquet", ("*.parquet",)), ("arrow", ("*.arrow",)), ("jsonl", ("*.jsonl", "*.jsonl.gz"))):
-        files = sorted(f for p in patterns for f in path.glob(p))
-        if files:
-            return fmt, files
-    raise SourceError(f"{path} holds no .parquet, .arrow or .jsonl shards. Pass a {_SUPPORTED}.")
-
-
-def _hub(spec: SourceSpec) -> Any:
+def _arrow_rows(path: Path) -> int:
     try:
-        import datasets
+        source = pa.memory_map(str(path), "r")
+        if _is_arrow_file_format(path):
+            reader = pa.ipc.open_file(source)
+            return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        return sum(rb.num_rows for rb in pa.ipc.open_stream(source))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: not a readable Arrow IPC file (stream or file format): {exc}.") from None
 
-        return datasets.load_dataset(spec.path, spec.subset, split=spec.split or "train", streaming=True)
-    except Exception as exc:  # connection errors come in many types (requests, httpx, hub errors)
-        raise SourceError(
-            f"Cannot load hub dataset {spec.path!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
-            "If the hub is unreachable from here, download the data elsewhere and pass a local file "
-            "(jsonl, parquet, csv, arrow) or a save_to_disk folder instead."
-        ) from None
+
+def _parquet_file(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: not a readable Parquet file ({exc}).") from None
+
+
+def _parquet_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from _parquet_file(path).iter_batches(batch_size=batch_size)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: cannot read Parquet data ({exc}).") from None
+
+
+def _csv_reader(path: Path, column_types: dict[str, pa.DataType] | None = None) -> Any:
+    import pyarrow.csv as pcsv
+
+    stream = pa.input_stream(str(path), compression="detect")
+    return pcsv.open_csv(
+        stream,
+        read_options=pcsv.ReadOptions(block_size=1 << 22),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types=column_types or {}),
+    )
+
+
+def _csv_columns(path: Path) -> list[str]:
+    try:
+        return list(_csv_reader(path).schema.names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: cannot parse CSV ({exc}). Check the header line, quoting and encoding (UTF-8).") from None
+
+
+def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    names = _csv_columns(path)
+    try:
+        yield from _csv_reader(path, {n: pa.string() for n in names})
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: cannot parse CSV ({exc}). Check the quoting and encoding (UTF-8).") from None
 
 
 def _file_batches(fmt: str, path: Path, batch_size: int) -> Iterator[list[dict]]:
     if fmt == "jsonl":
-        yield from _iter_jsonl(path, batch_size)
+        yield from _rebatch(_iter_jsonl_rows(path), batch_size)
     elif fmt == "json":
-        yield from _iter_json(path, batch_size)
+        yield from _rebatch(_iter_json_rows(path), batch_size)
     elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        yield from _iter_table_batches(pq.ParquetFile(path).iter_batches(batch_size=batch_size), batch_size)
+        yield from _iter_record_batch_rows(_parquet_batches(path, batch_size), batch_size)
     elif fmt == "csv":
-        import pyarrow.csv as pcsv
+        yield from _iter_record_batch_rows(_csv_batches(path), batch_size)
+    else:  # arrow
+        yield from _iter_record_batch_rows(_arrow_batches(path), batch_size)
 
+
+def _hub_error(spec: SourceSpec, exc: BaseException) -> SourceError:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or os.environ.get(
+        "HF_DATASETS_OFFLINE", ""
+    ).lower() in ("1", "true", "yes", "on")
+    network = isinstance(exc, (ConnectionError, TimeoutError)) or any(
+        word in f"{type(exc).__name__} {text}" for word in ("Offline", "offline", "reach", "Connection", "Timeout", "resolve host")
+    )
+    if offline or network:
+        return SourceError(
+            f"Cannot load {spec.path!r} from the Hugging Face hub: the hub is unreachable from here "
+            f"({type(exc).__name__}: {text}). Download the data where the hub is reachable and pass a local "
+            f"file (jsonl, parquet, csv, arrow) or a save_to_disk folder instead. (No local file or folder "
+            f"{spec.path!r} exists either.)"
+        )
+    return SourceError(
+        f"Cannot load hub dataset {spec.path!r} (subset {spec.subset!r}, split {spec.split or 'train'!r}): "
+        f"{type(exc).__name__}: {text}. Check the name, --subset and --split, or pass a local file. (No local "
+        f"file or folder {spec.path!r} exists either.)"
+    )
+
+
+def _hub_dataset(spec: SourceSpec) -> Any:
+    try:
+        import datasets
+
+        return datasets.load_dataset(spec.path, spec.subset, split=spec.split or "train", streaming=True)
+    except Exception as exc:  # connection and hub errors come in many types (httpx, hub, datasets)
+        raise _hub_error(spec, exc) from None
+
+
+def _hub_rows(spec: SourceSpec) -> Iterator[dict]:
+    it = iter(_hub_dataset(spec))
+    while True:
         try:
-            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22))
-            yield from _iter_table_batches(iter(reader), batch_size)
-        except pa.ArrowInvalid as exc:
-            raise SourceError(f"{path.name}: cannot parse CSV ({exc}).") from None
-    elif fmt == "arrow":
-        yield from _iter_table_batches(_arrow_reader(path), batch_size)
+            row = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # the stream reads lazily: network errors surface here too
+            raise _hub_error(spec, exc) from None
+        yield dict(row)
 
 
 def iter_batches(spec: SourceSpec, batch_size: int = 1024) -> Iterator[list[dict]]:
-    """Rows as dicts, in source order, ``batch_size`` at a time."""
-    fmt = detect_format(spec)
-    path = Path(spec.path)
+    """Rows as dicts with plain Python values, in source order, ``batch_size`` at a time."""
+    if batch_size < 1:
+        raise SourceError(f"batch_size must be at least 1, got {batch_size}.")
+    fmt, files = _resolve(spec)
     if fmt == "hub":
-        batch: list[dict] = []
-        for row in _hub(spec):
-            batch.append(row)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-    elif fmt == "disk":
-        yield from _iter_table_batches((rb for f in _disk_files(spec) for rb in _arrow_reader(f)), batch_size)
-    elif fmt == "folder":
-        sub, files = _folder_files(path)
-        for f in files:
-            yield from _file_batches(sub, f, batch_size)
-    else:
-        yield from _file_batches(fmt, path, batch_size)
+        yield from _rebatch(_hub_rows(spec), batch_size)
+        return
+    if fmt in ("parquet", "arrow", "disk"):
+        # Record batches from several files are chained, so batches span file boundaries.
+        def record_batches() -> Iterator[pa.RecordBatch]:
+            for file_fmt, path in files:
+                yield from (_parquet_batches(path, batch_size) if file_fmt == "parquet" else _arrow_batches(path))
+
+        yield from _iter_record_batch_rows(record_batches(), batch_size)
+        return
+
+    def rows() -> Iterator[dict]:
+        for file_fmt, path in files:
+            for batch in _file_batches(file_fmt, path, batch_size):
+                yield from batch
+
+    yield from _rebatch(rows(), batch_size)
 
 
 def source_columns(spec: SourceSpec) -> list[str]:
-    """Column names, from metadata where the format has it, else from the first rows."""
-    fmt = detect_format(spec)
-    path = Path(spec.path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    if fmt == "arrow":
-        return list(_arrow_schema(path).names)
-    if fmt == "disk":
-        files = _disk_files(spec)
-        if not files:
-            raise SourceError(f"{path} holds no Arrow files.")
-        return list(_arrow_schema(files[0]).names)
+    """Column names, from metadata where the format has it (parquet, arrow, disk, csv), else from the
+    first rows (jsonl, json: the keys of the first 64 rows, in order of appearance)."""
+    fmt, files = _resolve(spec)
     if fmt == "hub":
-        ds = _hub(spec)
-        names = getattr(ds, "column_names", None)
+        names = getattr(_hub_dataset(spec), "column_names", None)
         if names:
             return list(names)
-    names: dict[str, None] = {}
+    elif files:
+        file_fmt, first = files[0]
+        if file_fmt == "parquet":
+            return list(_parquet_file(first).schema_arrow.names)
+        if file_fmt == "arrow":
+            return list(_arrow_schema(first).names)
+        if file_fmt == "csv":
+            return _csv_columns(first)
+    names_seen: dict[str, None] = {}
     for batch in iter_batches(spec, 64):
         for row in batch:
-            names.update(dict.fromkeys(row))
+            names_seen.update(dict.fromkeys(row))
         break
-    return list(names)
+    if not names_seen:
+        raise SourceError(f"{spec.path} holds no rows. Pass a source with data.")
+    return list(names_seen)
 
 
 def count_rows(spec: SourceSpec) -> int | None:
-    """The number of rows when it is cheap to know (for the progress bar's ETA)."""
-    fmt = detect_format(spec)
+    """The number of rows when it is cheap to know (parquet metadata, Arrow files); else None."""
     try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(spec.path).metadata.num_rows
-        if fmt == "disk":
-            return sum(sum(rb.num_rows for rb in _arrow_reader(f)) for f in _disk_files(spec))
-    except (OSError, pa.ArrowInvalid):
+        fmt, files = _resolve(spec)
+    except SourceError:
         return None
-    return None
+    if fmt == "hub" or not files or any(f not in ("parquet", "arrow") for f, _ in files):
+        return None
+    try:
+        return sum(
+            _parquet_file(path).metadata.num_rows if file_fmt == "parquet" else _arrow_rows(path)
+            for file_fmt, path in files
+        )
+    except SourceError:
+        return None
 
 
 def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
-    """Cheap, stable identity of the source: size, mtime and a hash of (at most) 2 MiB of content."""
-    path = Path(spec.path)
-    if not path.exists():
-        return {"kind": "hub", "path": spec.path, "split": spec.split, "subset": spec.subset}
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """Cheap, stable identity of a source.
+
+    Local: ``kind`` (the format), absolute ``path``, ``files`` (how many are read), total ``size``,
+    newest ``mtime_ns``, and ``sha256`` over every read file's name and size plus its whole content
+    when the source is under 64 MiB in all, else its first and last MiB (so a 50 GB source costs a few
+    MiB of reading per file). Hub: ``kind``, ``path``, ``subset``, ``split``.
+    """
+    fmt, files = _resolve(spec)
+    if fmt == "hub":
+        return {"kind": "hub", "path": spec.path, "subset": spec.subset, "split": spec.split or "train"}
+    root = Path(spec.path).expanduser()
+    paths = [p for _, p in files]
+    if fmt == "disk":  # the metadata next to the Arrow files belongs to the source too
+        folders = {f.parent for f in paths} | {root}
+        paths = sorted({*paths, *(meta for folder in folders for meta in folder.glob("*.json"))})
+    stats = [p.stat() for p in paths]
+    total = sum(s.st_size for s in stats)
+    whole = total < _WHOLE_HASH_LIMIT
     h = hashlib.sha256()
-    size = 0
-    for f in files:
-        n = f.stat().st_size
-        size += n
-        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{n}".encode())
-        with open(f, "rb") as fh:
-            if n <= 64 << 20:
-                h.update(fh.read())
+    for p, st in zip(paths, stats):
+        rel = p.relative_to(root).as_posix() if root.is_dir() else p.name
+        h.update(f"{rel}\0{st.st_size}\0".encode())
+        with open(p, "rb") as fh:
+            if whole or st.st_size <= 2 * _EDGE:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
             else:
-                h.update(fh.read(1 << 20))
-                fh.seek(n - (1 << 20))
-                h.update(fh.read(1 << 20))
-    return {"kind": "local", "path": os.path.abspath(spec.path), "bytes": size, "files": len(files), "sha256": h.hexdigest()}
+                h.update(fh.read(_EDGE))
+                fh.seek(st.st_size - _EDGE)
+                h.update(fh.read(_EDGE))
+    return {
+        "kind": fmt,
+        "path": str(root.resolve()),
+        "files": len(paths),
+        "size": total,
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+        "sha256": h.hexdigest(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,8 +566,8 @@ class ColumnMap:
     trace: str
     answer: str | None
     id: str | None
-    keep: tuple[str, ...]
-    detected: dict[str, bool]
+    keep: tuple[str, ...]  # columns carried through unchanged (the answer column included)
+    detected: dict[str, bool]  # prompt/trace/answer: found by name rather than given
 
 
 def resolve_columns(
@@ -324,45 +579,77 @@ def resolve_columns(
     keep: tuple[str, ...] | list[str] = (),
     source_name: str = "the source",
 ) -> ColumnMap:
-    listing = ", ".join(available) or "(none)"
-    lower = {c.lower(): c for c in available}
+    """Map the prompt, trace, answer and id columns.
 
-    def pick(given: str | None, names: tuple[str, ...], flag: str, required: bool) -> tuple[str | None, bool]:
+    Explicit names must exist exactly. Missing ones are detected case-insensitively from
+    :data:`PROMPT_NAMES`, :data:`TRACE_NAMES`, :data:`ANSWER_NAMES`, :data:`ID_NAMES` in that order,
+    never reusing a column already taken (GSM8K's ``answer`` column holds the solution: with
+    ``--trace-column answer`` no answer column is detected, and the answer comes from the trace).
+    Keep columns must exist; the answer column is kept too.
+    """
+    available = list(available)
+    listing = ", ".join(available) or "(none)"
+    lower: dict[str, str] = {}
+    for c in available:
+        lower.setdefault(c.lower(), c)
+    taken: set[str] = set()
+
+    def missing(name: str, flag: str) -> SourceError:
+        close = [c for c in available if c.lower() == name.lower()]
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return SourceError(f"Column {name!r} ({flag}) not found in {source_name}. Available columns: {listing}.{hint}")
+
+    def pick(given: str | None, names: tuple[str, ...], flag: str, what: str, required: bool) -> tuple[str | None, bool]:
         if given is not None:
             if given not in available:
-                raise SourceError(f"Column {given!r} ({flag}) not found in {source_name}. Available columns: {listing}.")
+                raise missing(given, flag)
             return given, False
         for n in names:
-            if n in lower:
-                return lower[n], True
+            col = lower.get(n)
+            if col is not None and col not in taken:
+                return col, True
         if required:
             raise SourceError(
-                f"No {flag[2:-7]} column found in {source_name} (looked for {', '.join(names)}). "
+                f"No {what} column found in {source_name} (looked for {', '.join(names)}, any case). "
                 f"Available columns: {listing}. Name it with {flag}."
             )
         return None, False
 
-    p, p_auto = pick(prompt, PROMPT_NAMES, "--prompt-column", True)
-    t, t_auto = pick(trace, TRACE_NAMES, "--trace-column", True)
-    a, a_auto = pick(answer, ANSWER_NAMES, "--answer-column", False)
+    p, p_auto = pick(prompt, PROMPT_NAMES, "--prompt-column", "prompt", True)
+    taken.add(p)
+    t, t_auto = pick(trace, TRACE_NAMES, "--trace-column", "trace", True)
     if p == t:
-        raise SourceError(f"The prompt and trace columns are both {p!r}; name them with --prompt-column and --trace-column.")
+        raise SourceError(
+            f"The prompt and trace columns are both {p!r} in {source_name}; name them with --prompt-column "
+            "and --trace-column."
+        )
+    taken.add(t)
+    a, a_auto = pick(answer, ANSWER_NAMES, "--answer-column", "answer", False)
+    if a is not None:
+        taken.add(a)
+    id_col = next((lower[n] for n in ID_NAMES if n in lower and lower[n] not in taken), None)
     for k in keep:
         if k not in available:
-            raise SourceError(f"Column {k!r} (--keep-column) not found in {source_name}. Available columns: {listing}.")
-    id_col = next((lower[n] for n in ID_NAMES if n in lower), None)
+            raise missing(k, "--keep-column")
+    kept = tuple(dict.fromkeys([*keep, *([a] if a is not None else [])]))
     return ColumnMap(
-        prompt=p, trace=t, answer=a, id=id_col, keep=tuple(dict.fromkeys(keep)),
+        prompt=p, trace=t, answer=a, id=id_col, keep=kept,
         detected={"prompt": p_auto, "trace": t_auto, "answer": a_auto},
     )
 
 
 class InvalidRow(Exception):
-    """A row that cannot be used; ``reason`` is a short key counted in the manifest."""
+    """A row that cannot be used; ``reason`` is a short key the build counts (and skips the row).
 
-    def __init__(self, reason: str, message: str) -> None:
+    Reasons: ``null_prompt``, ``empty_prompt``, ``non_text_prompt``, ``bad_messages``,
+    ``null_trace``, ``empty_trace``, ``non_text_trace``.
+    """
+
+    def __init__(self, reason: str, message: str, *, row: int | None = None, column: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.row = row
+        self.column = column
 
 
 @dataclass(frozen=True)
@@ -375,40 +662,80 @@ class ValidRow:
 
 
 def normalize_prompt(value: Any, *, row: int, column: str, source_name: str) -> str | list[dict[str, str]]:
+    """A non-empty string, or chat messages ``[{"role", "content"}, ...]`` (roles system, user,
+    assistant; at least one user message with text; extra keys are dropped). Raises
+    :class:`InvalidRow` otherwise."""
     where = f"{source_name} row {row}, column {column!r}"
+
+    def bad(reason: str, what: str) -> InvalidRow:
+        return InvalidRow(reason, f"{where}: {what} ({reason})", row=row, column=column)
+
     if value is None:
-        raise InvalidRow("null_prompt", f"{where}: the prompt is null")
+        raise bad("null_prompt", "the prompt is null")
     if isinstance(value, str):
         if not value.strip():
-            raise InvalidRow("empty_prompt", f"{where}: the prompt is empty")
+            raise bad("empty_prompt", "the prompt is empty")
         return value
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise bad("bad_messages", "the prompt is an empty list of messages")
         messages = []
         for j, m in enumerate(value):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise InvalidRow("bad_messages", f"{where}: message {j} needs 'role' and 'content'")
-            if not isinstance(m["role"], str) or not isinstance(m["content"], str):
-                raise InvalidRow("bad_messages", f"{where}: message {j} has a non-text role or content")
-            messages.append({"role": m["role"], "content": m["content"]})
-        if not any(m["role"] == "user" for m in messages):
-            raise InvalidRow("bad_messages", f"{where}: the messages have no user message")
+            if not isinstance(m, dict):
+                raise bad("bad_messages", f"message {j} is a {type(m).__name__}, not a {{'role', 'content'}} object")
+            if "role" not in m or "content" not in m:
+                sharegpt = " (ShareGPT-style 'from'/'value' messages: convert them to 'role'/'content')" if "from" in m else ""
+                raise bad("bad_messages", f"message {j} needs 'role' and 'content'{sharegpt}")
+            role, content = m["role"], m["content"]
+            if not isinstance(role, str) or role not in CHAT_ROLES:
+                raise bad("bad_messages", f"message {j} has role {role!r}; use one of {', '.join(CHAT_ROLES)}")
+            if not isinstance(content, str):
+                raise bad("bad_messages", f"message {j} has non-text content ({type(content).__name__})")
+            messages.append({"role": role, "content": content})
+        users = [m for m in messages if m["role"] == "user"]
+        if not users:
+            raise bad("bad_messages", "the messages have no user message")
+        if not any(m["content"].strip() for m in users):
+            raise bad("empty_prompt", "every user message is empty")
         return messages
-    raise InvalidRow("non_text_prompt", f"{where}: expected text or chat messages, got {type(value).__name__}")
+    raise bad("non_text_prompt", f"expected text or chat messages, got {type(value).__name__}")
+
+
+def _answer_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def validate_row(row: dict[str, Any], cmap: ColumnMap, position: int, source_name: str) -> ValidRow:
+    """A usable row, or :class:`InvalidRow`. ``position`` is the 0-based row number in the source;
+    it is the row id when there is no id column (or the id is null). The answer is text (numbers
+    stringified, ``18.0`` as ``18``; blank or NaN counts as missing)."""
     prompt = normalize_prompt(row.get(cmap.prompt), row=position, column=cmap.prompt, source_name=source_name)
     trace = row.get(cmap.trace)
     where = f"{source_name} row {position}, column {cmap.trace!r}"
     if trace is None:
-        raise InvalidRow("null_trace", f"{where}: the trace is null")
+        raise InvalidRow("null_trace", f"{where}: the trace is null (null_trace)", row=position, column=cmap.trace)
     if not isinstance(trace, str):
-        raise InvalidRow("non_text_trace", f"{where}: expected text, got {type(trace).__name__}")
+        raise InvalidRow(
+            "non_text_trace", f"{where}: expected text, got {type(trace).__name__} (non_text_trace)",
+            row=position, column=cmap.trace,
+        )
     if not trace.strip():
-        raise InvalidRow("empty_trace", f"{where}: the trace is empty")
-    answer = row.get(cmap.answer) if cmap.answer else None
-    if answer is not None and not isinstance(answer, str):
-        answer = json.dumps(answer) if isinstance(answer, (list, dict)) else str(answer)
+        raise InvalidRow("empty_trace", f"{where}: the trace is empty (empty_trace)", row=position, column=cmap.trace)
+    answer = _answer_text(row.get(cmap.answer)) if cmap.answer else None
     rid = row.get(cmap.id) if cmap.id else None
     return ValidRow(
         row_id=str(position) if rid is None else str(rid),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install OpenRLHF 0.11.2 beside rtpo-data in its own venv (.venv-openrlhf) and run tests/openrlhf.
+#
+# OpenRLHF cannot be installed whole on a CPU machine: it requires flash-attn (source only, needs
+# CUDA) and vllm. So it goes in with --no-deps, beside exactly the dependencies its trainer, dataset
+# and Ray code import (pins from OpenRLHF 0.11.2's requirements), and tests/openrlhf/conftest.py
+# stubs the GPU-only modules `vllm` and `flash_attn`, as OpenRLHF's own tests do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${RTPO_OPENRLHF_VENV:-.venv-openrlhf}
+python3 -m venv "$VENV"
+. "$VENV/bin/activate"
+pip install -q --upgrade pip
+# The CPU wheel of torch lies on this machine's disk; an unpinned torch would pull a CUDA build.
+pip install -q torch==2.13.0
+pip install -q -e ".[test]"
+pip install -q --no-deps openrlhf==0.11.2
+pip install -q transformers==5.15.0 "ray[default]==2.55.0" deepspeed==0.19.6 \
+    datasets tqdm pylatexenc aiohttp torchdata peft
+python -m pytest tests/openrlhf -q -p no:cacheprovider "$@"
