@@ -1,0 +1,499 @@
+"""RTPO in OpenRLHF 0.11.2: step-aware hint prompts inside OpenRLHF's Ray trainer, launched with its own CLI.
+
+Where prompts are made (OpenRLHF 0.11.2, synchronous trainer)::
+
+    PPOTrainer.fit()                       one actor process, the single controller
+      global_step = g                      0, or the checkpoint's global_step on resume
+      loop:
+        SamplesGenerator.generate_samples()
+          next(dataloader) x rollout.batch_size        -> dataset[i] is rendered NOW, for step g
+          one vLLM request per prompt, n_samples_per_prompt completions of the same text
+          dynamic filtering: a rejected group -> next(dataloader) again, still step g
+        train_step(samples, g) -> g + 1                -> RTPOPPOTrainer sets dataset.step = g + 1
+        checkpoint client_states {global_step: g + 1, data_loader_state_dict, ...}
+
+So the dataset renders (step, row) when the dataloader hands the row out, and the trainer subclass
+moves the step after each training step and restores it from OpenRLHF's own checkpoint state
+(``init_checkpoint_states``). With ``--data.dataloader_num_workers 0`` (required) the
+dataloader fetches exactly when ``next()`` is called, never ahead. Rendering depends on (step, row)
+and not on the row's position, so OpenRLHF's hard-coded shuffle is harmless.
+
+Worked example: ``--rollout.batch_size 2 --rollout.n_samples_per_prompt 4``, a curriculum built with
+``--total-steps 4 --stages 4`` (``stage_at(g) = min(3, g * 4 // 4)``)::
+
+    step g   rows drawn (shuffled)           stage   hint
+    0        r7, r2 (+ replacements)         0       whole trace       4 completions per row, same text
+    1        r5, r0                          1       2/3 of the trace
+    2        r3, r6                          2       1/3
+    3        ...                             3       none
+    4, 5...  ...                             3       none (the schedule's horizon is past)
+
+The schedule's clock is the training step and its horizon is the curriculum's ``total_steps`` (with
+dynamic filtering OpenRLHF cannot know its number of steps in advance), or an explicit
+``--rtpo.total_steps`` / ``RTPO_DATA_TOTAL_STEPS``. Evaluation prompts never carry a hint.
+
+Two ways to launch, both running OpenRLHF's CLI module unchanged:
+
+- ``RAY_RUNTIME_ENV_HOOK=rtpo_data.adapters.openrlhf.runtime_env_hook python -m openrlhf.cli.train_ppo_ray
+  ... --data.prompt_dataset CURRICULUM``: Ray calls :func:`runtime_env_hook` inside the CLI's own
+  ``ray.init``, before ``train()`` imports the trainer class; the hook swaps in :class:`RTPOPPOTrainer`.
+- ``python -m rtpo_data.adapters.openrlhf --curriculum DIR -- <openrlhf flags>`` (:func:`main`): checks
+  the flags first, installs the same hook, and runs ``openrlhf.cli.train_ppo_ray`` with ``runpy``.
+
+The trainer class must be a module-level class importable on every node: Ray imports actor classes
+by (module, name) on the worker, and a class made inside a function would be shipped by value and
+lose the patch's module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtpo_data.curriculum import Curriculum
+from rtpo_data.errors import ConfigError, RtpoDataError
+
+try:
+    import ray
+    import torch.utils.data
+    from openrlhf.trainer import ppo_trainer as _ppo
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f"rtpo_data.adapters.openrlhf needs OpenRLHF 0.11.2 and its GPU stack ({exc}): "
+        "pip install 'rtpo-data[openrlhf]' 'openrlhf[vllm]==0.11.2' (see docs/openrlhf.md)."
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+CLI_MODULE = "openrlhf.cli.train_ppo_ray"
+HOOK = "rtpo_data.adapters.openrlhf.runtime_env_hook"
+TOTAL_STEPS_ENV = "RTPO_DATA_TOTAL_STEPS"
+REWARD_FILE = str(Path(__file__).with_name("openrlhf_reward.py"))
+# OpenRLHF's own class, kept before install() replaces the module attribute.
+STOCK_PPO_TRAINER = _ppo.PPOTrainer
+
+
+# ---------------------------------------------------------------------------------------------
+# Curriculum, horizon and the settings this adapter can serve exactly
+# ---------------------------------------------------------------------------------------------
+
+
+def is_curriculum(path: str | os.PathLike[str] | None) -> bool:
+    return bool(path) and (Path(path) / "manifest.json").is_file()
+
+
+def open_curriculum(path: str | None, flag: str = "--data.prompt_dataset") -> Curriculum:
+    """The curriculum named by an OpenRLHF dataset flag, or an error that says what to pass."""
+    if not path:
+        raise RtpoDataError(f"{flag} is not set: pass the curriculum directory written by `rtpo-data build`.")
+    if "," in str(path):
+        raise RtpoDataError(
+            f"{flag} {path!r} names several datasets; rtpo-data serves one curriculum per run. Build one "
+            "curriculum from all sources (rtpo-data build takes several files) and pass its directory."
+        )
+    if not is_curriculum(path):
+        raise RtpoDataError(
+            f"{flag} {path!r} is not an rtpo-data curriculum (no manifest.json in it): pass the directory "
+            "written by `rtpo-data build`, or launch without the rtpo-data hook for ordinary OpenRLHF datasets."
+        )
+    return Curriculum.open(path)
+
+
+def resolve_total_steps(cur: Curriculum, override: int | str | None = None) -> int:
+    """The schedule's horizon: ``override``, else ``$RTPO_DATA_TOTAL_STEPS``, else the curriculum's ``total_steps``."""
+    value = override if override is not None else os.environ.get(TOTAL_STEPS_ENV) or None
+    if value is not None:
+        try:
+            total = int(value)
+        except ValueError:
+            total = 0
+        if total <= 0:
+            raise RtpoDataError(f"--rtpo.total_steps / {TOTAL_STEPS_ENV} = {value!r}: give a positive number of training steps.")
+        return total
+    if cur.total_steps is None:
+        raise RtpoDataError(
+            f"{cur.path} was built without --total-steps, and OpenRLHF cannot say in advance how many training "
+            "steps it will run (dynamic filtering changes it), so the schedule has no horizon. Rebuild with "
+            f"--total-steps N, or pass --rtpo.total_steps N to `rtpo-data train openrlhf` (or set {TOTAL_STEPS_ENV})."
+        )
+    return int(cur.total_steps)
+
+
+def longest_prompt(cur: Curriculum, num_rows: int | None = None) -> tuple[int, int]:
+    """``(tokens, row)`` of the longest prompt any stage renders (stage 0 for a schedule going down).
+
+    From list offsets and the cut table only: nothing is tokenized.
+    """
+    n = len(cur) if num_rows is None else max(0, min(int(num_rows), len(cur)))
+    if n == 0:
+        return 0, 0
+
+    def lengths(column: str) -> np.ndarray:
+        return np.concatenate([np.diff(c.offsets.to_numpy()) for c in cur._rows.column(column).chunks])[:n]
+
+    kmax = np.concatenate([t.max(axis=1) for t in cur._cut_tokens])[:n]
+    bare = lengths("bare_ids")
+    hinted = lengths("prefix_ids") + kmax + lengths("suffix_ids")
+    total = np.where(kmax > 0, np.maximum(hinted, bare), bare)
+    row = int(np.argmax(total))
+    return int(total[row]), row
+
+
+def check_openrlhf_args(args: Any, cur: Curriculum) -> None:
+    """Refuse OpenRLHF settings under which the prompts could not follow the training step exactly.
+
+    ``args`` is OpenRLHF's hierarchical namespace (``args.data.max_len`` ...). Every problem is
+    reported at once, each with what to change.
+    """
+    problems = []
+    if getattr(args.train, "async_enable", False):
+        problems.append(
+            "--train.async_enable: the async trainer generates the next rollouts while the current step trains, "
+            "so a prompt cannot be rendered for the step it trains. Remove --train.async_enable."
+        )
+    workers = int(getattr(args.data, "dataloader_num_workers", 0) or 0)
+    if workers > 0:
+        problems.append(
+            f"--data.dataloader_num_workers {workers}: worker processes fetch rows ahead of time from their own copy "
+            "of the dataset and never learn the training step. Set --data.dataloader_num_workers 0 (rendering a "
+            "prompt is a string slice; workers gain nothing)."
+        )
+    if getattr(args.data, "prompt_probs", None):
+        problems.append("--data.prompt_probs: rtpo-data serves one curriculum per run. Remove --data.prompt_probs.")
+    max_len = int(args.data.max_len)
+    max_new = getattr(args.rollout, "max_new_tokens", None)
+    room = max_len - (int(max_new) if max_new else 1)
+    longest, row = longest_prompt(cur, getattr(args.data, "max_samples", None))
+    if longest > room:
+        need = longest + (int(max_new) if max_new else 1)
+        budget = f"--data.max_len {max_len} minus --rollout.max_new_tokens {max_new}" if max_new else f"--data.max_len {max_len}"
+        problems.append(
+            f"--data.max_len {max_len}: the longest prompt of {cur.path} is {longest} tokens (row {cur.row_id(row)!r} "
+            f"with its whole trace), more than {budget} leaves for it ({room}); OpenRLHF would cut it from the left "
+            f"and drop the question. Set --data.max_len to at least {need}"
+            + (" or lower --rollout.max_new_tokens." if max_new else ".")
+        )
+    if problems:
+        raise ConfigError(problems, what="OpenRLHF settings for an rtpo-data curriculum")
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset: OpenRLHF PromptDataset's item contract, rendered at the current training step
+# ---------------------------------------------------------------------------------------------
+
+
+class CurriculumPromptDataset(torch.utils.data.Dataset):
+    """Rows of a curriculum with the item contract of OpenRLHF's ``PromptDataset``.
+
+    ``dataset[i]`` is ``(datasource, prompt, label, images)``, rendered when it is fetched: ``prompt``
+    is the curriculum's text for row ``i`` at ``self.step`` (chat template already applied, so
+    OpenRLHF's ``--data.apply_chat_template`` / ``--data.input_template`` do not apply to it), and
+    ``label`` is a dict ``{"answer", "row_id", "step", "stage", "kept_fraction"}`` (``kept_fraction`` =
+    hint tokens / trace tokens) that OpenRLHF passes untouched to the reward function. With
+    ``hint=False`` every prompt is the no-hint prompt (evaluation) and the label has no step.
+    ``datasource`` is the kept column ``datasource`` if the curriculum has one, else ``"default"``.
+    Nothing is tokenized or decoded.
+    """
+
+    def __init__(self, curriculum: str | Path | Curriculum, total_steps: int | None = None, *, hint: bool = True,
+                 max_samples: int | None = None) -> None:
+        super().__init__()
+        self.curriculum = curriculum if isinstance(curriculum, Curriculum) else Curriculum.open(curriculum)
+        self.hint = hint
+        self.total_steps = resolve_total_steps(self.curriculum, total_steps) if hint else None
+        n = len(self.curriculum)
+        self.num_rows = n if max_samples is None else max(0, min(int(max_samples), n))
+        self.step = 0
+        self._datasource = "datasource" in self.curriculum.kept_columns
+
+    def set_step(self, step: int) -> None:
+        """The training step prompts are rendered for from now on (0-based)."""
+        step = int(step)
+        if step < 0:
+            raise RtpoDataError(f"step {step}: training steps count from 0.")
+        self.step = step
+
+    @property
+    def stage(self) -> int | None:
+        """The stage in force at ``self.step`` (None without hint)."""
+        return self.curriculum.stage_at(self.step, self.total_steps) if self.hint else None
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getitem__(self, idx: int) -> tuple[str, str, dict[str, Any], None]:
+        i = int(idx)
+        if not 0 <= i < self.num_rows:
+            raise IndexError(f"row {i} out of range for a dataset of {self.num_rows} rows")
+        cur = self.curriculum
+        label: dict[str, Any] = {"answer": cur.answer(i), "row_id": cur.row_id(i)}
+        stage = self.stage
+        if stage is None:
+            prompt = cur.eval_prompts([i])[0]
+            label["kept_fraction"] = 0.0
+        else:
+            prompt = cur.prompts([i], stage)[0]
+            hint_tokens, _ = cur.cut(i, stage)
+            trace_tokens = int(cur.trace_tokens([i])[0])
+            label.update(step=self.step, stage=stage, kept_fraction=hint_tokens / max(trace_tokens, 1))
+        datasource = cur._value("datasource", i) if self._datasource else "default"
+        return datasource, prompt, label, None
+
+    def collate_fn(self, item_list: list[tuple[Any, ...]]) -> tuple[list[Any], list[str], list[Any], list[Any]]:
+        """As ``PromptDataset.collate_fn``: four parallel lists."""
+        datasources, prompts, labels, images = [], [], [], []
+        for datasource, prompt, label, image in item_list:
+            datasources.append(datasource)
+            prompts.append(prompt)
+            labels.append(label)
+            images.append(image)
+        return datasources, prompts, labels, images
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer: OpenRLHF's PPOTrainer actor with the curriculum dataset and the step kept in sync
+# ---------------------------------------------------------------------------------------------
+
+_IGNORED_DATA_FLAGS = (
+    ("--data.apply_chat_template", "apply_chat_template"),
+    ("--data.input_template", "input_template"),
+    ("--data.label_key", "label_key"),
+)
+
+
+@ray.remote
+class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
+    """OpenRLHF's synchronous ``PPOTrainer`` (a Ray actor) whose prompts follow an rtpo-data curriculum.
+
+    Differences from the stock trainer, and nothing else:
+
+    - ``__init__`` builds :class:`CurriculumPromptDataset` from ``--data.prompt_dataset`` (a
+      curriculum directory) instead of OpenRLHF's ``PromptDataset``, after checking the settings
+      (:func:`check_openrlhf_args`). An ``--eval.dataset`` that is a curriculum is served without
+      hint; any other eval dataset goes through OpenRLHF's own ``PromptDataset``.
+    - ``init_checkpoint_states`` sets the dataset's step to the checkpoint's ``global_step`` (resume).
+    - ``train_step`` moves the dataset's step to the next global step, and adds ``rtpo/stage``,
+      ``rtpo/kept_fraction`` (mean over the batch's prompts) to OpenRLHF's step logs.
+    """
+
+    def __init__(self, pretrain: str, strategy: Any, actor_model_group: Any, critic_model_group: Any,
+                 reward_model_group: Any, reference_model_group: Any, vllm_engines: Any, **generate_kwargs: Any) -> None:
+        # Mirrors PPOTrainer.__init__ of OpenRLHF 0.11.2; only the datasets differ (_prepare_datasets).
+        args = strategy.args
+        self.curriculum = open_curriculum(args.data.prompt_dataset)
+        self.rtpo_total_steps = resolve_total_steps(self.curriculum)
+        check_openrlhf_args(args, self.curriculum)
+        self._rtpo_start_step = 0
+        if args.eval.steps == -1:
+            args.eval.steps = float("inf")
+        if args.ckpt.save_steps == -1:
+            args.ckpt.save_steps = float("inf")
+        tokenizer = _ppo.get_tokenizer(pretrain, None, "left", strategy, use_fast=not args.data.disable_fast_tokenizer)
+        self.prompts_dataloader, self.eval_dataloader, self.max_steps = self._prepare_datasets(strategy, tokenizer)
+        self.generate_kwargs = generate_kwargs
+        self.samples_generator = _ppo.SamplesGenerator(
+            strategy=strategy,
+            prompts_dataloader=self.prompts_dataloader,
+            eval_dataloader=self.eval_dataloader,
+            tokenizer=tokenizer,
+            vllm_engines=vllm_engines,
+        )
+        _ppo.BasePPOTrainer.__init__(self, strategy, actor_model_group, critic_model_group, reward_model_group,
+                                     reference_model_group, vllm_engines, tokenizer)
+
+    def _prepare_datasets(self, strategy: Any, tokenizer: Any) -> tuple[Any, Any, int]:
+        args = strategy.args
+        ignored = [flag for flag, attr in _IGNORED_DATA_FLAGS if getattr(args.data, attr, None)]
+        if ignored:
+            logger.warning("rtpo-data: %s ignored for the curriculum: its prompts already have the chat template "
+                           "applied and labels are built from its answers.", ", ".join(ignored))
+        self.rtpo_dataset = CurriculumPromptDataset(self.curriculum, self.rtpo_total_steps, max_samples=args.data.max_samples)
+        loader = strategy.setup_dataloader(self.rtpo_dataset, 1, True, True, self.rtpo_dataset.collate_fn,
+                                           num_workers=args.data.dataloader_num_workers)
+        eval_loader = None
+        if getattr(args.eval, "dataset", None):
+            if is_curriculum(args.eval.dataset):
+                eval_dataset = CurriculumPromptDataset(open_curriculum(args.eval.dataset, "--eval.dataset"), hint=False,
+                                                       max_samples=args.data.max_samples)
+            else:
+                data = _ppo.blending_datasets(args.eval.dataset, None, strategy, dataset_split=args.eval.split)
+                data = data.select(range(min(args.data.max_samples, len(data))))
+                eval_dataset = _ppo.PromptDataset(data, tokenizer, strategy, input_template=args.data.input_template)
+            eval_loader = strategy.setup_dataloader(eval_dataset, 1, True, False, eval_dataset.collate_fn,
+                                                    num_workers=args.data.dataloader_num_workers)
+        max_steps = (len(self.rtpo_dataset) * args.rollout.n_samples_per_prompt // args.train.batch_size
+                     * args.train.num_episodes * args.train.max_epochs)
+        if max_steps < self.rtpo_total_steps:
+            logger.warning("rtpo-data: the schedule spans %d steps but this run plans at most %d; the hint will not "
+                           "reach its last stage.", self.rtpo_total_steps, max_steps)
+        return loader, eval_loader, max_steps
+
+    def fit(self, global_step: int = 0) -> None:
+        self._rtpo_start_step = int(global_step)
+        return super().fit(global_step)
+
+    def init_checkpoint_states(self) -> dict[str, Any]:
+        states = super().init_checkpoint_states()
+        # fit() continues from the checkpoint's global_step when it is > 0, else from its argument.
+        self.rtpo_dataset.set_step(int(states.get("global_step") or 0) or self._rtpo_start_step)
+        return states
+
+    def train_step(self, rollout_samples: Any, global_step: int) -> tuple[dict[str, Any], int]:
+        kept = [lab["kept_fraction"] for s in rollout_samples for lab in s.labels
+                if isinstance(lab, dict) and "kept_fraction" in lab]
+        stage = self.rtpo_dataset.stage
+        status, next_step = super().train_step(rollout_samples, global_step)
+        status["rtpo/stage"] = float(stage)
+        if kept:
+            status["rtpo/kept_fraction"] = float(np.mean(kept))
+        self.rtpo_dataset.set_step(next_step)
+        return status, next_step
+
+    def rtpo_state(self) -> dict[str, Any]:
+        """Where the curriculum stands (for logs and tests): step, stage, horizon."""
+        return {"step": self.rtpo_dataset.step, "stage": self.rtpo_dataset.stage, "total_steps": self.rtpo_total_steps,
+                "curriculum": str(self.curriculum.path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Installing it into the stock CLI: the Ray runtime-env hook, and the runpy wrapper
+# ---------------------------------------------------------------------------------------------
+
+
+def install() -> None:
+    """Make OpenRLHF's ``train()`` build :class:`RTPOPPOTrainer` in this (driver) process.
+
+    ``train()`` runs ``from openrlhf.trainer.ppo_trainer import PPOTrainer`` after ``ray.init``, so
+    replacing the module attribute before then is enough; the actor itself is created on a worker
+    from ``rtpo_data.adapters.openrlhf.RTPOPPOTrainer``.
+    """
+    _ppo.PPOTrainer = RTPOPPOTrainer
+
+
+def _cli_args() -> Any:
+    """OpenRLHF's parsed arguments, when the CLI runs as ``__main__`` (they are a global there)."""
+    args = getattr(sys.modules.get("__main__"), "args", None)
+    data = getattr(args, "data", None)
+    return args if data is not None and hasattr(data, "prompt_dataset") else None
+
+
+def runtime_env_hook(runtime_env: dict[str, Any] | None) -> dict[str, Any]:
+    """``RAY_RUNTIME_ENV_HOOK`` target: Ray calls it in the driver, inside the CLI's ``ray.init``.
+
+    Installs the trainer (:func:`install`), checks the CLI's settings against the curriculum (so a
+    refused setting stops the run before any model loads) and passes ``RTPO_DATA_TOTAL_STEPS`` on to
+    every worker of the job.
+    """
+    install()
+    args = _cli_args()
+    if args is not None:
+        cur = open_curriculum(args.data.prompt_dataset)
+        resolve_total_steps(cur)
+        check_openrlhf_args(args, cur)
+    env = dict(runtime_env or {})
+    if os.environ.get(TOTAL_STEPS_ENV):
+        env["env_vars"] = {**(env.get("env_vars") or {}), TOTAL_STEPS_ENV: os.environ[TOTAL_STEPS_ENV]}
+    return env
+
+
+def _flag_parser() -> argparse.ArgumentParser:
+    """The few OpenRLHF flags the launcher checks before starting, with OpenRLHF 0.11.2's defaults.
+
+    OpenRLHF builds its parser inside ``if __name__ == "__main__"``, so it cannot be reused here;
+    the trainer checks the real parsed arguments again.
+    """
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--data.prompt_dataset", default=None)
+    p.add_argument("--data.prompt_probs", default=None)
+    p.add_argument("--data.max_len", type=int, default=2048)
+    p.add_argument("--data.max_samples", type=int, default=int(1e8))
+    p.add_argument("--data.dataloader_num_workers", type=int, default=0)
+    p.add_argument("--rollout.max_new_tokens", type=int, default=None)
+    p.add_argument("--train.async_enable", action="store_true", default=False)
+    p.add_argument("--train.agent_func_path", default=None)
+    p.add_argument("--reward.remote_url", default=None)
+    p.add_argument("--reward.model_name_or_path", default=None)
+    return p
+
+
+def _hierarchize(ns: argparse.Namespace) -> Any:
+    from openrlhf.utils.config import hierarchize
+
+    return hierarchize(ns)
+
+
+def parse_launcher_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Split ``--curriculum DIR [--rtpo.total_steps N] -- <openrlhf flags>`` into ours and OpenRLHF's."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        ours, theirs = argv[:cut], argv[cut + 1:]
+    else:
+        ours, theirs = argv, []
+    p = argparse.ArgumentParser(
+        prog="rtpo-data train openrlhf", allow_abbrev=False,
+        usage="%(prog)s --curriculum DIR [--rtpo.total_steps N] -- <openrlhf.cli.train_ppo_ray flags>",
+        description="Run OpenRLHF's own CLI (openrlhf.cli.train_ppo_ray) with prompts from an rtpo-data curriculum.",
+    )
+    p.add_argument("--curriculum", help="Curriculum directory built by rtpo-data build (becomes --data.prompt_dataset).")
+    p.add_argument("--rtpo.total_steps", dest="total_steps", type=int, default=None,
+                   help="Schedule horizon in training steps (default: the curriculum's --total-steps).")
+    known, rest = p.parse_known_args(ours)
+    return known, [*rest, *theirs]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``rtpo-data train openrlhf`` / ``python -m rtpo_data.adapters.openrlhf``.
+
+    Checks the OpenRLHF flags against the curriculum (raising :class:`RtpoDataError` before anything
+    starts), sets ``--data.prompt_dataset`` to the curriculum, uses rtpo-data's reward file when no
+    reward is given, installs the trainer and the Ray hook, and runs ``openrlhf.cli.train_ppo_ray``.
+    """
+    ours, flags = parse_launcher_args(sys.argv[1:] if argv is None else argv)
+    pre, _ = _flag_parser().parse_known_args(flags)
+    dataset = getattr(pre, "data.prompt_dataset")
+    if ours.curriculum and dataset and Path(dataset).resolve() != Path(ours.curriculum).resolve():
+        raise RtpoDataError(f"--curriculum {ours.curriculum!r} and --data.prompt_dataset {dataset!r} differ: give one of them.")
+    path = ours.curriculum or dataset
+    if not path:
+        raise RtpoDataError("--curriculum is required: the directory built by rtpo-data build.")
+    if not dataset:
+        flags = [*flags, "--data.prompt_dataset", str(path)]
+        setattr(pre, "data.prompt_dataset", str(path))
+    cur = open_curriculum(str(path), "--curriculum")
+    total = resolve_total_steps(cur, ours.total_steps)
+    check_openrlhf_args(_hierarchize(pre), cur)
+    if not (getattr(pre, "reward.remote_url") or getattr(pre, "reward.model_name_or_path")
+            or getattr(pre, "train.agent_func_path")):
+        flags = [*flags, "--reward.remote_url", REWARD_FILE]
+    hook = os.environ.get("RAY_RUNTIME_ENV_HOOK")
+    if hook and hook != HOOK:
+        raise RtpoDataError(f"RAY_RUNTIME_ENV_HOOK is already set to {hook!r}; unset it (rtpo-data installs {HOOK}).")
+    os.environ["RAY_RUNTIME_ENV_HOOK"] = HOOK
+    os.environ[TOTAL_STEPS_ENV] = str(total)
+    install()
+    saved = sys.argv
+    sys.argv = [CLI_MODULE, *flags]
+    try:
+        runpy.run_module(CLI_MODULE, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved
+
+
+if __name__ == "__main__":
+    # Import by the module's real name, so the trainer class Ray ships is
+    # rtpo_data.adapters.openrlhf.RTPOPPOTrainer and not a copy defined in __main__.
+    from rtpo_data.adapters.openrlhf import main as _main
+
+    try:
+        _main()
+    except RtpoDataError as exc:
+        sys.exit(f"rtpo-data: {exc}")

@@ -1,0 +1,104 @@
+"""Tests of ``rtpo_data.adapters.openrlhf`` against the real OpenRLHF 0.11.2, on a CPU.
+
+They run in their own environment (``bash scripts/test_openrlhf.sh`` makes ``.venv-openrlhf``): the
+main suite has no OpenRLHF, so ``importorskip`` below reports this folder as skipped there.
+
+GPU-only modules: ``vllm`` and ``flash_attn`` cannot be installed on a CPU machine, and OpenRLHF
+imports a handful of their names when its trainer modules load. As OpenRLHF's own tests do, those
+names (and only those) are stubbed in ``sys.modules`` by ``orlhf_stubs.install()`` here; Ray worker
+processes and the end-to-end driver get the same stubs from ``worker_site/sitecustomize.py``. What
+replaces generation and the DeepSpeed model in the end-to-end runs is in ``orlhf_doubles.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+pytest.importorskip("openrlhf", reason="OpenRLHF runs in its own venv: bash scripts/test_openrlhf.sh")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import orlhf_stubs  # noqa: E402
+
+orlhf_stubs.install()
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+CLI = "openrlhf.cli.train_ppo_ray"
+TOTAL_STEPS = 4
+STAGES = 4
+ROWS = 16
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tokenizer folder (OpenRLHF's ``--actor.model_name_or_path``: only its tokenizer is loaded
+    here) and curricula built from it: ``cur`` (total_steps=4, 4 stages, word cuts) and
+    ``cur_open`` (no total_steps)."""
+    from helpers import make_tokenizer, write_jsonl
+    from trl_helpers import tiny_rows
+
+    from rtpo_data import BuildConfig, build
+
+    root = tmp_path_factory.mktemp("openrlhf")
+    model = make_tokenizer(root / "model", vocab_size=600)
+    src = write_jsonl(root / "rows.jsonl", tiny_rows(ROWS))
+    build(BuildConfig(source=str(src), out=str(root / "cur"), tokenizer=model, total_steps=TOTAL_STEPS, stages=STAGES, unit="word"))
+    build(BuildConfig(source=str(src), out=str(root / "cur_open"), tokenizer=model, stages=STAGES, unit="word"))
+    return {"root": root, "model": Path(model), "cur": root / "cur", "cur_open": root / "cur_open"}
+
+
+class _Parsed(Exception):
+    pass
+
+
+def parse_openrlhf(flags: list[str]):
+    """OpenRLHF's own CLI, parse only: runs ``openrlhf.cli.train_ppo_ray`` as ``__main__`` (its parser
+    and checks live in that block) and stops as ``train(args)`` begins; returns its ``args``."""
+    import ray
+
+    def stop() -> bool:
+        raise _Parsed(sys.modules["__main__"].args)
+
+    with mock.patch.object(ray, "is_initialized", stop), mock.patch.object(sys, "argv", [CLI, *flags]):
+        try:
+            runpy.run_module(CLI, run_name="__main__", alter_sys=True)
+        except _Parsed as parsed:
+            return parsed.args[0]
+    raise AssertionError("OpenRLHF's CLI returned without calling train()")
+
+
+def base_flags(tiny: dict[str, Path], overrides: dict[str, str | None] | None = None) -> list[str]:
+    """A small GRPO run's flags. ``overrides`` maps flag names (without ``--``) to a value, ``""`` for
+    a switch, or None to leave the flag out."""
+    values = {
+        "actor.model_name_or_path": str(tiny["model"]),
+        "data.prompt_dataset": str(tiny["cur"]),
+        "reward.remote_url": "REWARD",
+        "algo.advantage.estimator": "group_norm",
+        "algo.kl.init_coef": "0",
+        "rollout.n_samples_per_prompt": "4",
+        "rollout.batch_size": "2",
+        "train.batch_size": "8",
+        "actor.num_gpus_per_node": "1",
+        "vllm.num_engines": "1",
+        "data.max_len": "256",
+        "rollout.max_new_tokens": "16",
+    }
+    values.update(overrides or {})
+    if values["reward.remote_url"] == "REWARD":
+        from rtpo_data.adapters.openrlhf import REWARD_FILE
+
+        values["reward.remote_url"] = REWARD_FILE
+    flags: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        flags += [f"--{key}"] if value == "" else [f"--{key}", value]
+    return flags

@@ -1,0 +1,178 @@
+"""End to end: OpenRLHF's real CLI and ``PPOTrainer.fit()`` loop in a local Ray cluster (2 CPUs).
+
+One driver process (orlhf_drive.py) runs, in one Ray cluster:
+
+A. ``python -m openrlhf.cli.train_ppo_ray`` as is, with ``RAY_RUNTIME_ENV_HOOK`` set: GRPO
+   (group_norm), 4 samples per prompt, 2 prompts per step, dynamic filtering on, evaluation on the
+   curriculum every 2 steps, a checkpoint every step, 2 episodes of 16 rows -> 8 training steps;
+B. ``rtpo_data.adapters.openrlhf.main`` (the wrapper) resuming from A's checkpoint at global step 3.
+
+Test doubles (orlhf_doubles.py) replace vLLM generation and the DeepSpeed policy model only; the
+trainer actor, sample generator, dynamic filtering, experience maker, rollout actor with its reward
+executor (which loads rtpo-data's reward file), checkpoint states and dataloader are OpenRLHF's.
+The doubles write every generation request and every training step to one event file in the order
+they happen, which gives each request its training step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import HERE, ROWS, base_flags
+
+import rtpo_data.adapters.openrlhf as adapter
+from rtpo_data import Curriculum
+
+pytestmark = pytest.mark.openrlhf
+
+N = 4  # --rollout.n_samples_per_prompt
+EVAL_N = 2  # --eval.n_samples_per_prompt
+BATCH = 2  # --rollout.batch_size
+RESUME_AT = 3
+
+
+def _runs(events: list[dict]) -> list[dict]:
+    """Per run: its requests (each with the step it was made at), its training steps, its driver record."""
+    runs: list[dict] = []
+    for event in events:
+        kind = event["kind"]
+        if kind == "run":
+            runs.append({"requests": [], "fits": [], "init": None, "trainer": None, "start": 0})
+            continue
+        run = runs[-1]
+        if kind == "init":
+            run["init"] = event
+            run["start"] = event["resumed_from"] or 0
+        elif kind == "request":
+            run["requests"].append({**event, "at": run["start"] + len(run["fits"])})
+        elif kind == "fit":
+            run["fits"].append(event)
+        elif kind == "driver":
+            run["trainer"] = event["trainer"]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("fit")
+    common = {"eval.dataset": str(tiny["cur"]), "eval.steps": "2", "eval.n_samples_per_prompt": str(EVAL_N),
+              "algo.dynamic_filtering_enable": "", "train.num_episodes": "2", "ckpt.save_steps": "1",
+              "ckpt.max_num": "100"}
+    first = base_flags(tiny, {**common, "ckpt.path": str(work / "ckpt_a")})
+    # the wrapper fills in --data.prompt_dataset and rtpo-data's reward file itself
+    resumed = base_flags(tiny, {**common, "data.prompt_dataset": None, "reward.remote_url": None,
+                                "ckpt.path": str(work / "ckpt_b"), "ckpt.load_enable": ""})
+    plan = [
+        {"cli": first},
+        {"resume": [str(work / "ckpt_a"), str(work / "ckpt_b"), f"global_step{RESUME_AT}"]},
+        {"wrapper": ["--curriculum", str(tiny["cur"]), "--", *resumed]},
+    ]
+    (work / "plan.json").write_text(json.dumps(plan))
+    events = work / "events.jsonl"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE / "worker_site"), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "RTPO_TEST_EVENTS": str(events),
+        "RAY_RUNTIME_ENV_HOOK": adapter.HOOK,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    env.pop(adapter.TOTAL_STEPS_ENV, None)
+    log = work / "driver.log"
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, str(HERE / "orlhf_drive.py"), str(work / "plan.json")], cwd=work, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, timeout=540)
+    if proc.returncode != 0:
+        pytest.fail(f"the OpenRLHF driver failed ({proc.returncode}):\n" + log.read_text()[-6000:])
+    parsed = _runs([json.loads(line) for line in events.read_text().splitlines() if line.strip()])
+    assert len(parsed) == 2, log.read_text()[-6000:]
+    return parsed
+
+
+def _train(run: dict) -> list[dict]:
+    return [r for r in run["requests"] if r["n"] == N]
+
+
+def _row(request: dict) -> int:
+    return int(request["label"]["row_id"][1:])
+
+
+def test_openrlhf_trains_with_rtpo_trainer_installed_by_the_hook(runs):
+    first, resumed = runs
+    assert first["trainer"] == resumed["trainer"] == "rtpo_data.adapters.openrlhf.RTPOPPOTrainer"
+    assert len(first["fits"]) == 8 and first["init"]["resumed_from"] is None
+
+
+def test_hints_shrink_step_by_step_as_the_curriculum_says(runs, tiny):
+    cur = Curriculum.open(tiny["cur"])
+    first = runs[0]
+    stages = {}
+    for request in _train(first):
+        step = request["at"]
+        stage = cur.stage_at(step)
+        assert request["label"]["step"] == step and request["label"]["stage"] == stage
+        assert request["prompt"] == cur.prompts([_row(request)], stage)[0]
+        stages.setdefault(step, stage)
+    assert [stages[s] for s in sorted(stages)] == [0, 1, 2, 3, 3, 3, 3, 3]
+    # the fraction of trace shown falls step by step, and is zero from the horizon on
+    kept = {s: max(r["label"]["kept_fraction"] for r in _train(first) if r["at"] == s) for s in stages}
+    assert kept[0] == 1.0 and kept[0] > kept[1] > kept[2] > kept[3] == kept[7] == 0.0
+
+
+def test_every_sample_of_a_group_sees_the_same_text(runs):
+    for run in runs:
+        for fit in run["fits"]:
+            prompts, labels = fit["prompts"], fit["labels"]
+            assert len(prompts) == BATCH * N
+            for g in range(0, len(prompts), N):
+                assert len(set(prompts[g:g + N])) == 1 and all(lab == labels[g] for lab in labels[g:g + N])
+            # the trained labels are the dataset's dicts, through OpenRLHF's experience batching and splitting
+            assert {"answer", "row_id", "step", "stage", "kept_fraction"} <= set(labels[0])
+
+
+def test_dynamic_filtering_replacements_get_the_current_steps_hint(runs, tiny):
+    cur = Curriculum.open(tiny["cur"])
+    first = runs[0]
+    replaced = 0
+    for step in range(len(first["fits"])):
+        requests = [r for r in _train(first) if r["at"] == step]
+        # the doubles' rewards make even rows' groups all wrong: dynamic filtering rejects them
+        rejected = [r for r in requests if _row(r) % 2 == 0]
+        accepted = sorted({p for p in first["fits"][step]["prompts"]})
+        assert sorted({r["prompt"] for r in requests if _row(r) % 2 == 1}) == accepted
+        for r in requests[BATCH:]:  # drawn after the first rollout batch: replacements
+            replaced += 1
+            assert r["prompt"] == cur.prompts([_row(r)], cur.stage_at(step))[0]
+        if step < 3 and rejected:
+            assert any(r["label"]["kept_fraction"] > 0 for r in requests[BATCH:])
+    assert replaced > 0
+
+
+def test_evaluation_prompts_have_no_hint(runs, tiny):
+    cur = Curriculum.open(tiny["cur"])
+    for run in runs:
+        evals = [r for r in run["requests"] if r["n"] == EVAL_N]
+        by_step: dict[int, list[str]] = {}
+        for r in evals:
+            by_step.setdefault(r["at"], []).append(r["prompt"])
+            assert r["label"] == {"answer": cur.answer(_row(r)), "row_id": cur.row_id(_row(r)), "kept_fraction": 0.0}
+        assert set(by_step) == {s for s in (2, 4, 6, 8) if s > run["start"]}
+        for prompts in by_step.values():
+            assert sorted(prompts) == sorted(cur.eval_prompts(range(ROWS)))
+
+
+def test_resume_reproduces_the_uninterrupted_run(runs):
+    first, resumed = runs
+    assert resumed["init"]["resumed_from"] == RESUME_AT and resumed["start"] == RESUME_AT
+    assert resumed["fits"] == first["fits"][RESUME_AT:]
+
+    def requests(run):
+        return [(r["at"], r["prompt"], r["label"]) for r in _train(run) if r["at"] >= RESUME_AT]
+
+    assert requests(resumed) == requests(first)

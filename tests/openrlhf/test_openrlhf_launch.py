@@ -1,0 +1,204 @@
+"""Launching through OpenRLHF's own CLI: its parser, the Ray hook, the wrapper, and each refusal."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import base_flags, parse_openrlhf
+
+import rtpo_data.adapters.openrlhf as adapter
+from rtpo_data import Curriculum
+from rtpo_data.errors import RtpoDataError
+
+pytestmark = pytest.mark.openrlhf
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "openrlhf.md"
+
+
+@pytest.fixture
+def stock_trainer(monkeypatch):
+    """Restore OpenRLHF's trainer class after a test that installs rtpo-data's."""
+    import openrlhf.trainer.ppo_trainer as ppo_trainer
+
+    monkeypatch.setattr(ppo_trainer, "PPOTrainer", adapter.STOCK_PPO_TRAINER)
+    for name in ("RAY_RUNTIME_ENV_HOOK", adapter.TOTAL_STEPS_ENV):  # the wrapper sets both: restore them after
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return ppo_trainer
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """Capture what the wrapper would run instead of running OpenRLHF's CLI."""
+    calls = []
+
+    def run_module(name, run_name=None, alter_sys=False):
+        calls.append(SimpleNamespace(name=name, run_name=run_name, argv=list(sys.argv)))
+
+    monkeypatch.setattr(adapter, "runpy", SimpleNamespace(run_module=run_module))
+    return calls
+
+
+def documented_command(tiny) -> list[str]:
+    """The GRPO command line of docs/openrlhf.md, with this test's curriculum, tokenizer and reward file."""
+    text = DOCS.read_text()
+    block = re.search(r"<!-- grpo-command -->\s*```bash\n(.*?)```", text, re.S).group(1)
+    words = shlex.split(block.replace("\\\n", " "))
+    words = words[words.index("openrlhf.cli.train_ppo_ray") + 1:]
+    subst = {"Qwen/Qwen3-1.7B": str(tiny["model"]), "cur/gsm8k": str(tiny["cur"]), "cur/gsm8k-test": str(tiny["cur"]),
+             "$REWARD": adapter.REWARD_FILE}
+    return [subst.get(w, w) for w in words]
+
+
+def test_stock_cli_parser_accepts_the_documented_grpo_command(tiny):
+    args = parse_openrlhf(documented_command(tiny))
+    assert args.data.prompt_dataset == str(tiny["cur"])
+    assert args.algo.advantage.estimator == "group_norm" and args.rollout.n_samples_per_prompt == 8
+    assert args.algo.dynamic_filtering_enable and args.vllm.num_engines == 4
+    assert args.reward.remote_url == [adapter.REWARD_FILE]
+    assert not args.data.apply_chat_template and not args.train.async_enable
+    # and rtpo-data's own check passes on it
+    adapter.check_openrlhf_args(args, Curriculum.open(tiny["cur"]))
+
+
+def test_trainer_is_a_module_level_ray_actor_subclassing_openrlhfs():
+    import importlib
+
+    import ray
+
+    cls = adapter.RTPOPPOTrainer
+    assert isinstance(cls, ray.actor.ActorClass)
+    impl = cls.__ray_actor_class__
+    assert issubclass(impl, adapter.STOCK_PPO_TRAINER.__ray_actor_class__)
+    # what Ray does on a worker: import the class by (module, name)
+    assert getattr(importlib.import_module(impl.__module__), impl.__name__) is cls
+
+
+def test_hook_installs_the_trainer_and_passes_the_horizon_on(tiny, stock_trainer, monkeypatch):
+    monkeypatch.setenv(adapter.TOTAL_STEPS_ENV, "12")
+    env = adapter.runtime_env_hook({"env_vars": {"NCCL_DEBUG": "WARN"}})
+    assert stock_trainer.PPOTrainer is adapter.RTPOPPOTrainer
+    assert env == {"env_vars": {"NCCL_DEBUG": "WARN", adapter.TOTAL_STEPS_ENV: "12"}}
+    assert adapter.runtime_env_hook(None) == {"env_vars": {adapter.TOTAL_STEPS_ENV: "12"}}
+
+
+def test_hook_is_what_rays_init_calls(stock_trainer, monkeypatch):
+    """Ray's own loader of RAY_RUNTIME_ENV_HOOK (what ray.init calls) reaches rtpo-data's hook."""
+    from ray._private.worker import _maybe_modify_runtime_env
+
+    monkeypatch.setenv("RAY_RUNTIME_ENV_HOOK", adapter.HOOK)
+    assert _maybe_modify_runtime_env({"env_vars": {}}, False) == {"env_vars": {}}
+    assert stock_trainer.PPOTrainer is adapter.RTPOPPOTrainer
+
+
+def test_wrapper_runs_the_stock_cli_with_the_curriculum(tiny, stock_trainer, no_launch):
+    flags = base_flags(tiny, {"data.prompt_dataset": None, "reward.remote_url": None})
+    adapter.main(["--curriculum", str(tiny["cur"]), "--", *flags])
+    (call,) = no_launch
+    assert (call.name, call.run_name) == ("openrlhf.cli.train_ppo_ray", "__main__")
+    assert call.argv[0] == "openrlhf.cli.train_ppo_ray"
+    argv = call.argv[1:]
+    assert argv[argv.index("--data.prompt_dataset") + 1] == str(tiny["cur"])
+    assert argv[argv.index("--reward.remote_url") + 1] == adapter.REWARD_FILE
+    assert stock_trainer.PPOTrainer is adapter.RTPOPPOTrainer
+    import os
+
+    assert os.environ["RAY_RUNTIME_ENV_HOOK"] == adapter.HOOK and os.environ[adapter.TOTAL_STEPS_ENV] == "4"
+    # the stock parser accepts what the wrapper hands it
+    assert parse_openrlhf(argv).data.prompt_dataset == str(tiny["cur"])
+
+
+def test_wrapper_keeps_a_reward_the_user_gave(tiny, stock_trainer, no_launch):
+    adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny, {"reward.remote_url": "http://rm:5000"})])
+    argv = no_launch[0].argv
+    assert argv.count("--reward.remote_url") == 1 and argv[argv.index("--reward.remote_url") + 1] == "http://rm:5000"
+
+
+# -- refusals: each through the wrapper (before launching), the hook (inside ray.init) and the trainer's check --
+
+REFUSALS = {
+    "async": ({"train.async_enable": ""}, "--train.async_enable"),
+    "workers": ({"data.dataloader_num_workers": "2"}, "--data.dataloader_num_workers 0"),
+    "max_len": ({"data.max_len": "40"}, "Set --data.max_len to at least"),
+    "probs": ({"data.prompt_probs": "1.0"}, "--data.prompt_probs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_wrapper_refuses_before_launching(case, tiny, stock_trainer, no_launch):
+    overrides, fix = REFUSALS[case]
+    with pytest.raises(RtpoDataError, match=re.escape(fix)):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny, overrides)])
+    assert no_launch == []
+    assert stock_trainer.PPOTrainer is adapter.STOCK_PPO_TRAINER
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_hook_refuses_the_clis_parsed_settings(case, tiny, stock_trainer, monkeypatch):
+    overrides, fix = REFUSALS[case]
+    args = parse_openrlhf(base_flags(tiny, overrides))
+    monkeypatch.setattr(sys.modules["__main__"], "args", args, raising=False)
+    with pytest.raises(RtpoDataError, match=re.escape(fix)):
+        adapter.runtime_env_hook({})
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_trainer_check_refuses(case, tiny):
+    overrides, fix = REFUSALS[case]
+    with pytest.raises(RtpoDataError, match=re.escape(fix)):
+        adapter.check_openrlhf_args(parse_openrlhf(base_flags(tiny, overrides)), Curriculum.open(tiny["cur"]))
+
+
+def test_all_problems_are_reported_at_once(tiny):
+    args = parse_openrlhf(base_flags(tiny, {"train.async_enable": "", "data.dataloader_num_workers": "1"}))
+    with pytest.raises(RtpoDataError) as err:
+        adapter.check_openrlhf_args(args, Curriculum.open(tiny["cur"]))
+    assert "2 problems" in str(err.value)
+
+
+def test_max_len_boundary_is_the_longest_prompt_plus_new_tokens(tiny):
+    cur = Curriculum.open(tiny["cur"])
+    longest, row = adapter.longest_prompt(cur)
+    assert longest == max(len(cur.prompt_ids(i, s)) for i in range(len(cur)) for s in range(cur.num_stages))
+    assert longest == len(cur.prompt_ids(row, 0))
+    ok = parse_openrlhf(base_flags(tiny, {"data.max_len": str(longest + 16), "rollout.max_new_tokens": "16"}))
+    adapter.check_openrlhf_args(ok, cur)
+    short = parse_openrlhf(base_flags(tiny, {"data.max_len": str(longest + 15), "rollout.max_new_tokens": "16"}))
+    with pytest.raises(RtpoDataError, match=f"at least {longest + 16} or lower --rollout.max_new_tokens"):
+        adapter.check_openrlhf_args(short, cur)
+
+
+def test_horizon_is_required(tiny, stock_trainer, no_launch):
+    flags = base_flags(tiny, {"data.prompt_dataset": None})
+    with pytest.raises(RtpoDataError, match="--rtpo.total_steps"):
+        adapter.main(["--curriculum", str(tiny["cur_open"]), "--", *flags])
+    assert no_launch == []
+    adapter.main(["--curriculum", str(tiny["cur_open"]), "--rtpo.total_steps", "8", "--", *flags])
+    import os
+
+    assert len(no_launch) == 1 and os.environ[adapter.TOTAL_STEPS_ENV] == "8"
+    with pytest.raises(RtpoDataError, match="positive"):
+        adapter.resolve_total_steps(Curriculum.open(tiny["cur_open"]), 0)
+
+
+def test_not_a_curriculum_or_several_datasets(tiny, tmp_path, stock_trainer, no_launch):
+    with pytest.raises(RtpoDataError, match="not an rtpo-data curriculum"):
+        adapter.main(["--curriculum", str(tmp_path)])
+    with pytest.raises(RtpoDataError, match="one curriculum per run"):
+        adapter.main(["--", *base_flags(tiny, {"data.prompt_dataset": f"{tiny['cur']},{tiny['cur']}"})])
+    with pytest.raises(RtpoDataError, match="differ"):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny, {"data.prompt_dataset": str(tmp_path)})])
+    with pytest.raises(RtpoDataError, match="--curriculum is required"):
+        adapter.main(["--", *base_flags(tiny, {"data.prompt_dataset": None})])
+    assert no_launch == []
+
+
+def test_wrapper_refuses_a_foreign_ray_hook(tiny, stock_trainer, no_launch, monkeypatch):
+    monkeypatch.setenv("RAY_RUNTIME_ENV_HOOK", "somebody.else.hook")
+    with pytest.raises(RtpoDataError, match="RAY_RUNTIME_ENV_HOOK"):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny)])
+    assert no_launch == []
