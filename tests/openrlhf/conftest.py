@@ -20,7 +20,7 @@ from unittest import mock
 
 import pytest
 
-pytest.importorskip("openrlhf", reason="OpenRLHF runs in its own venv: bash scripts/test_openrlhf.sh")
+pytest.importorskip("openrlhf.cli.train_ppo_ray", reason="OpenRLHF runs in its own venv: bash scripts/test_openrlhf.sh")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
