@@ -119,7 +119,8 @@ def test_hints_shrink_step_by_step_as_the_curriculum_says(runs, tiny):
         assert request["label"]["step"] == step and request["label"]["stage"] == stage
         assert request["prompt"] == cur.prompts([_row(request)], stage)[0]
         stages.setdefault(step, stage)
-    assert [stages[s] for s in sorted(stages)] == [0, 1, 2, 3, 3, 3, 3, 3]
+    # steps 0-7 train; step 8 only draws the last rows of episode 2, which filtering rejects
+    assert [stages[s] for s in range(8)] == [0, 1, 2, 3, 3, 3, 3, 3] and set(stages) <= set(range(9))
     # the fraction of trace shown falls step by step, and is zero from the horizon on
     kept = {s: max(r["label"]["kept_fraction"] for r in _train(first) if r["at"] == s) for s in stages}
     assert kept[0] == 1.0 and kept[0] > kept[1] > kept[2] > kept[3] == kept[7] == 0.0
