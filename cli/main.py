@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rtpo_data._version import __version__
 from rtpo_data.errors import RtpoDataError
@@ -38,7 +39,7 @@ def fail(exc: BaseException) -> typer.Exit:
     """Print a library error as one line (or its traceback with --verbose) and return Exit(1)."""
     if _State.verbose:
         err_console.print(traceback.format_exc(), markup=False, highlight=False)
-    err_console.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -322,6 +323,23 @@ def train_trl(ctx: typer.Context) -> None:
         trl_main(list(ctx.args))
     except ImportError as exc:
         raise fail(RtpoDataError(f"{exc}")) from None
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+
+
+@train_app.command(
+    "openrlhf",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def train_openrlhf(ctx: typer.Context) -> None:
+    """GRPO in OpenRLHF's Ray trainer: --curriculum DIR [--rtpo.total_steps N] -- <openrlhf.cli.train_ppo_ray flags>."""
+    try:
+        from rtpo_data.adapters.openrlhf import main as openrlhf_main
+    except ImportError as exc:
+        raise fail(RtpoDataError(f"{exc}")) from None
+    try:
+        openrlhf_main(list(ctx.args))
     except RtpoDataError as exc:
         raise fail(exc) from None
 

@@ -172,3 +172,13 @@ def test_inspect_errors(tmp_path: Path, built: Path) -> None:
     (tmp_path / "m" / "manifest.json").write_text('{"format_version": 99}')
     result = run("inspect", tmp_path / "m")
     assert result.exit_code == 1 and "Unsupported curriculum format version 99" in result.output
+
+
+def test_train_openrlhf_without_openrlhf_says_how_to_install(built: Path) -> None:
+    from conftest import _has_openrlhf
+
+    if _has_openrlhf():
+        pytest.skip("OpenRLHF is installed here; tests/openrlhf covers the command")
+    result = run("train", "openrlhf", "--curriculum", built, "--", "--rollout.batch_size", "2")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pip install 'rtpo-data[openrlhf]'" in result.output

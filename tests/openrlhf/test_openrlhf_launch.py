@@ -112,6 +112,21 @@ def test_wrapper_runs_the_stock_cli_with_the_curriculum(tiny, stock_trainer, no_
     assert parse_openrlhf(argv).data.prompt_dataset == str(tiny["cur"])
 
 
+def test_rtpo_data_train_openrlhf_command_runs_the_wrapper(tiny, stock_trainer, no_launch):
+    from typer.testing import CliRunner
+
+    from rtpo_data.cli.main import app
+
+    flags = base_flags(tiny, {"data.prompt_dataset": None, "reward.remote_url": None})
+    result = CliRunner().invoke(app, ["train", "openrlhf", "--curriculum", str(tiny["cur"]), "--", *flags])
+    assert result.exit_code == 0, result.output
+    argv = no_launch[0].argv[1:]
+    assert argv[argv.index("--data.prompt_dataset") + 1] == str(tiny["cur"])
+    refused = CliRunner().invoke(app, ["train", "openrlhf", "--curriculum", str(tiny["cur"]), "--",
+                                       *base_flags(tiny, {"data.prompt_dataset": None, "train.async_enable": ""})])
+    assert refused.exit_code == 1 and "--train.async_enable" in refused.output and "Traceback" not in refused.output
+
+
 def test_wrapper_keeps_a_reward_the_user_gave(tiny, stock_trainer, no_launch):
     adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny, {"reward.remote_url": "http://rm:5000"})])
     argv = no_launch[0].argv
