@@ -135,14 +135,7 @@ def longest_prompt(cur: Curriculum, num_rows: int | None = None) -> tuple[int, i
     n = len(cur) if num_rows is None else max(0, min(int(num_rows), len(cur)))
     if n == 0:
         return 0, 0
-
-    def lengths(column: str) -> np.ndarray:
-        return np.concatenate([np.diff(c.offsets.to_numpy()) for c in cur._rows.column(column).chunks])[:n]
-
-    kmax = np.concatenate([t.max(axis=1) for t in cur._cut_tokens])[:n]
-    bare = lengths("bare_ids")
-    hinted = lengths("prefix_ids") + kmax + lengths("suffix_ids")
-    total = np.where(kmax > 0, np.maximum(hinted, bare), bare)
+    total = cur.longest_prompt_tokens()[:n]
     row = int(np.argmax(total))
     return int(total[row]), row
 

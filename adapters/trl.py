@@ -55,18 +55,10 @@ def curriculum_dataset(cur: Curriculum, *, hint: bool = True) -> Any:
     import datasets
 
     columns = ["bare", "answer", *cur.kept_columns]
-    table = cur._rows.select(columns).rename_columns(["prompt", "answer", *cur.kept_columns])
+    table = cur.table(columns).rename_columns(["prompt", "answer", *cur.kept_columns])
     table = table.append_column(INDEX_COLUMN, pa.array(np.arange(len(cur), dtype=np.int64)))
     # Explicit fingerprint: datasets would otherwise hash every row (and fails to on some pyarrow versions).
     return datasets.Dataset(table, fingerprint=f"{cur.fingerprint}-trl")
-
-
-def stage0_prompt_lengths(cur: Curriculum) -> np.ndarray:
-    """Token length of every row's longest prompt (the whole trace as hint), from list offsets."""
-    def lengths(column: str) -> np.ndarray:
-        return np.concatenate([np.diff(c.offsets.to_numpy()) for c in cur._rows.column(column).chunks])
-
-    return lengths("prefix_ids") + lengths("trace_ids") + lengths("suffix_ids")
 
 
 class RTPOTrainer(GRPOTrainer):
@@ -126,7 +118,7 @@ class RTPOTrainer(GRPOTrainer):
         if not limits:
             return
         completion = int(self.args.max_completion_length or 0)
-        lengths = stage0_prompt_lengths(self.curriculum)
+        lengths = self.curriculum.longest_prompt_tokens()
         name, limit = min(limits.items(), key=lambda kv: kv[1])
         too_long = np.flatnonzero(lengths + completion > limit)
         if len(too_long):
@@ -181,7 +173,7 @@ class RTPOTrainer(GRPOTrainer):
                 prompts = cur.eval_prompts(index)
             else:
                 prompts = cur.prompts(index, stage)
-                hint_tokens, _ = cur._cuts_for(np.asarray(index), np.full(len(index), stage))
+                hint_tokens = cur.hint_tokens_at(index, stage)
                 kept = hint_tokens / np.maximum(cur.trace_tokens(index), 1)
                 self._metrics[mode]["rtpo/stage"].append(float(stage))
                 self._metrics[mode]["rtpo/hint_tokens"].append(float(np.mean(hint_tokens)))
@@ -360,7 +352,7 @@ def export(curriculum: str | Path | Curriculum, config: str | Path, out: str | P
     steps = np.asarray([geo.generation_step(j // b) for j in range(n_rows)], dtype=np.int64)
     stages = np.asarray([cur.stage_at(int(s), total) for s in steps])
     prompts = cur.prompts(order, stages)
-    rows = cur._rows.take(pa.array(order)).select(["row_id", "answer", *cur.kept_columns])
+    rows = cur.table(["row_id", "answer", *cur.kept_columns]).take(pa.array(order))
     table = pa.table({
         "prompt": prompts,
         **{name: rows.column(name) for name in rows.column_names},

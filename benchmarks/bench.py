@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = "offline:qwen3"
 DATA_VERSION = 1  # bump when the generated sources change
 RESULT_MARK = "@@BENCH_RESULT "
+RENDER_ROWS, RENDER_ROWS_QUICK = 1024, 128  # rows of the rendering benchmark's curriculum
+MALLOC_TRIM = 256 << 20  # glibc keeps up to this much freed memory instead of returning it to the kernel
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -388,31 +390,53 @@ def child_profile(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_render(p: dict[str, Any]) -> dict[str, Any]:
-    """1,024 prompts at random rows and random steps: Curriculum versus encode/cut/decode per row."""
+    """Generation batches of 1,024 prompts at random training steps: Curriculum versus encode/cut/decode.
+
+    Two batch shapes: ``grpo`` is what a GRPO trainer renders, ``batch / G`` distinct problems each
+    repeated ``G`` (num_generations) times, every row at the batch's one step (8 such batches at 8
+    random steps; times are their mean); ``distinct`` is 1,024 different rows (as many as the
+    curriculum has) with a random step each, the worst case. Each batch's time is the best of
+    ``reps`` renderings.
+    """
     import numpy as np
 
     import rtpo_data
     from rtpo_data.tokenizer import load_tokenizer
 
     cur = rtpo_data.Curriculum.open(p["curriculum"])
-    n, batch = len(cur), p["batch"]
+    n, batch, g = len(cur), p["batch"], p["generations"]
     rng = np.random.default_rng(0)
-    indices = rng.integers(0, n, size=batch)
-    steps = rng.integers(0, cur.total_steps, size=batch)
-    stages = np.array([cur.stage_at(int(s)) for s in steps])
-    cur.prompts(indices[:8], stages[:8])  # warm-up
-    text_t, ids_t = [], []
-    for _ in range(p["reps"]):
-        text_t.append(_timed(lambda: cur.prompts(indices, stages))[0])
-        ids_t.append(_timed(lambda: cur.prompt_ids_batch(indices, stages))[0])
-    prompts = cur.prompts(indices, stages)
-    chars = sum(len(x) for x in prompts)
-    ids_tokens = sum(len(x) for x in cur.prompt_ids_batch(indices, stages))
+    shapes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"grpo": []}
+    for step in rng.integers(0, cur.total_steps, size=8).tolist():
+        problems = rng.choice(n, size=batch // g, replace=n < batch // g)
+        shapes["grpo"].append((np.repeat(problems, g), np.full(batch, cur.stage_at(step))))
+    distinct = rng.permutation(n)[:batch]
+    steps = rng.integers(0, cur.total_steps, size=len(distinct))
+    shapes["distinct"] = [(distinct, np.array([cur.stage_at(int(s)) for s in steps]))]
+    cur.prompts(distinct[:8], shapes["distinct"][0][1][:8])  # warm-up: first use of each column
+    out: dict[str, Any] = {"rows": n, "batch": batch, "generations": g}
 
-    # The old RTPO code: per row and micro-step, encode the whole trace, keep int(f * len) tokens,
-    # decode them and concatenate with the prompt. Timed on a subsample and scaled to the batch.
+    def best(fn: Any) -> float:
+        return min(_timed(fn)[0] for _ in range(p["reps"]))
+
+    for name, batches in shapes.items():
+        text_t = [best(lambda: cur.prompts(i, s)) for i, s in batches]
+        ids_t = [best(lambda: cur.prompt_ids_batch(i, s)) for i, s in batches]
+        out[name] = {"batches": len(batches), "prompts": len(batches[0][0]),
+                     "unique": len(set(zip(batches[0][0].tolist(), batches[0][1].tolist()))),
+                     "stages": [int(s[0]) for _, s in batches] if name == "grpo" else None,
+                     "text_s": float(np.mean(text_t)), "ids_s": float(np.mean(ids_t)),
+                     "chars": float(np.mean([sum(map(len, cur.prompts(i, s))) for i, s in batches])),
+                     "ids": float(np.mean([sum(map(len, cur.prompt_ids_batch(i, s))) for i, s in batches]))}
+
+    if not p.get("old", True):
+        return out
+    # The old RTPO code: per prompt and micro-step (the G copies included), encode the whole trace,
+    # keep int(f * len) tokens, decode them and concatenate with the prompt. Timed on a subsample of
+    # the distinct rows and scaled to the batch: its cost per prompt does not depend on the batch.
     tok = load_tokenizer(TOKENIZER)
     sample = p["old_sample"]
+    indices, stages = shapes["distinct"][0]
     traces = [cur.trace(int(i)) for i in indices[:sample]]
     bare = cur.eval_prompts(indices[:sample])
     fracs = [cur.stage_fractions[int(s)] for s in stages[:sample]]
@@ -425,9 +449,8 @@ def child_render(p: dict[str, Any]) -> dict[str, Any]:
             kept = ids[: int(f * len(ids))]
             _ = prompt + tok.decode(kept)
         old.append((time.perf_counter() - t0) * batch / sample)
-    return {"rows": n, "batch": batch, "text_s": text_t, "ids_s": ids_t, "old_batch_s": old,
-            "old_sample": sample, "batch_chars": chars, "batch_ids": ids_tokens,
-            "mean_trace_tokens": float(np.mean(cur.trace_tokens(indices)))}
+    out.update(old_batch_s=old, old_sample=sample, mean_trace_tokens=float(np.mean(cur.trace_tokens(indices))))
+    return out
 
 
 def child_open(p: dict[str, Any]) -> dict[str, Any]:
@@ -669,22 +692,38 @@ def section_build(args: Any, paths: dict[str, Path], work: Path, table: Table, r
 
 
 def section_render(args: Any, paths: dict[str, Path], work: Path, table: Table, raw: dict[str, Any]) -> None:
-    name = "r1_8k"
-    d = _datasets(args, paths, work)[name]
-    out = Path(d["out"])  # the section-1 curriculum when it ran; built here otherwise
+    rows = RENDER_ROWS_QUICK if args.quick else RENDER_ROWS
+    source = work / f"sources-v{DATA_VERSION}" / f"render-r1_8k-{rows}.jsonl"
+    if not source.exists():
+        write_jsonl(source, synthetic_r1_rows(rows, 8192, seed=81))
+    out = work / "curricula" / f"render-r1_8k-{rows}"
     if not (out / "manifest.json").exists():
-        run_child("build_e2e", {"source": d["source"], "out": str(out), "batch_size": d["batch_size"]})
-    table.section(f"2. per-step rendering vs re-tokenizing (1,024 prompts, {dataset_specs(args.quick)[name][0]})")
-    r = run_child("render", {"curriculum": str(out), "batch": 1024, "reps": 5,
-                             "old_sample": 16 if args.quick else 64, "old_reps": 1 if args.quick else 2})
-    raw["render"] = r
-    text, ids, old = min(r["text_s"]), min(r["ids_s"]), min(r["old_batch_s"])
-    table.add("Curriculum.prompts (text), 1,024 rows", _fmt_s(text), note=f"{r['batch_chars'] / 1e6:.1f}M chars out")
-    table.add("Curriculum.prompt_ids_batch, 1,024 rows", _fmt_s(ids), note=f"{r['batch_ids'] / 1e6:.2f}M ids out")
-    table.add("old: encode + cut + decode per row, 1,024 rows", _fmt_s(old),
+        run_child("build_e2e", {"source": str(source), "out": str(out), "batch_size": 64})
+    g = 8
+    table.section(f"2. per-step rendering vs re-tokenizing (1,024 prompts; synthetic R1 ~8k tok, {rows:,} rows)")
+    params = {"curriculum": str(out), "batch": 1024, "generations": g, "reps": 7,
+              "old_sample": 16 if args.quick else 64, "old_reps": 1 if args.quick else 2}
+    r = run_child("render", params)
+    # The same batches with glibc keeping freed memory (default: it returns the heap's top to the
+    # kernel once over 128 KB free, so every batch's fresh strings fault in new zeroed pages).
+    kept = run_child("render", {**params, "old": False}, env={"MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM)})
+    raw["render"], raw["render_malloc_trim"] = r, kept
+    old = min(r["old_batch_s"])
+    table.add("old: encode + cut + decode per prompt, 1,024 prompts", _fmt_s(old),
               note=f"timed on {r['old_sample']} rows, x {1024 // r['old_sample']}; {r['mean_trace_tokens']:,.0f} tok/trace")
-    table.add("speed-up, text prompts", f"{old / text:,.0f}x", ">= 1000x", old / text >= 1000)
-    table.add("speed-up, token ids", f"{old / ids:,.0f}x", ">= 1000x", old / ids >= 1000)
+    labels = {"grpo": f"GRPO batch ({1024 // g} problems x {g} generations)",
+              "distinct": f"{r['distinct']['prompts']:,} distinct rows, random steps"}
+    for shape, label in labels.items():
+        m, mk = r[shape], kept[shape]
+        scale = 1024 / m["prompts"]  # the distinct batch is smaller when the curriculum has fewer rows
+        where = (f"mean of {m['batches']} batches at stages {m['stages']}" if m["stages"] is not None
+                 else f"{m['unique']} distinct prompts")
+        for kind, unit in (("text", "chars"), ("ids", "ids")):
+            t, tk = m[f"{kind}_s"], mk[f"{kind}_s"]
+            table.add(f"{label}: {kind}", _fmt_s(t), note=f"{m[unit] / 1e6:.2f}M {unit} out; {where}")
+            table.add(f"{label}: {kind}, speed-up", f"{old / (t * scale):,.0f}x", ">= 1000x", old / (t * scale) >= 1000)
+            table.add(f"{label}: {kind}, speed-up, freed memory kept", f"{old / (tk * scale):,.0f}x", ">= 1000x",
+                      old / (tk * scale) >= 1000, note=f"{_fmt_s(tk)}; MALLOC_TRIM_THRESHOLD_={MALLOC_TRIM}")
 
 
 def section_scale(args: Any, paths: dict[str, Path], work: Path, table: Table, raw: dict[str, Any],

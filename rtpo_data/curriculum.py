@@ -15,7 +15,7 @@ handed to dataloader workers, Ray actors and other processes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,80 @@ from rtpo_data.errors import ArtifactError, RtpoDataError
 from rtpo_data.schedule import stage_at as _stage_at
 
 OUTPUTS = ("text", "messages", "ids")
+
+
+def _by_chunk(starts: np.ndarray, idx: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """For each chunk that rows ``idx`` fall in (chunk ``c`` holds rows ``starts[c]:starts[c + 1]``):
+    ``(c, positions in idx, rows within the chunk)``."""
+    chunk = np.searchsorted(starts, idx, side="right") - 1
+    for c in np.unique(chunk).tolist():
+        m = np.flatnonzero(chunk == c)
+        yield c, m, idx[m] - starts[c]
+
+
+class _Ragged:
+    """One string or ``list<int32>`` column of the row shards, read row by row in O(rows asked).
+
+    ``pyarrow.ChunkedArray.take`` concatenates every chunk before it gathers (pyarrow 26), which
+    costs O(rows in the curriculum) per call on a curriculum of many record batches; this reads
+    each row straight from the memory map by its offsets instead. Built on first use of a column.
+    """
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        chunks = column.chunks
+        self.starts = np.cumsum([0, *(len(c) for c in chunks)]).astype(np.int64)
+        self.is_text = pa.types.is_string(column.type)
+        self.offsets: list[np.ndarray] = []
+        self.data: list[Any] = []
+        for c in chunks:
+            if self.is_text:
+                buffers = c.buffers()
+                self.offsets.append(np.frombuffer(buffers[1], dtype=np.int32)[c.offset: c.offset + len(c) + 1])
+                self.data.append(memoryview(buffers[2]) if buffers[2] is not None else memoryview(b""))
+            else:
+                self.offsets.append(c.offsets.to_numpy())
+                self.data.append(c.values.to_numpy(zero_copy_only=True))
+
+    def spans(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: its chunk, and where its value begins and ends in that chunk's data."""
+        chunk = np.searchsorted(self.starts, idx, side="right") - 1
+        begin = np.empty(len(idx), dtype=np.int64)
+        end = np.empty(len(idx), dtype=np.int64)
+        for c, m, local in _by_chunk(self.starts, idx):
+            begin[m], end[m] = self.offsets[c][local], self.offsets[c][local + 1]
+        return chunk, begin, end
+
+    def texts(self, idx: np.ndarray, max_chars: np.ndarray | None = None) -> list[str]:
+        """The strings of rows ``idx``; with ``max_chars``, only their first ``max_chars[r]`` characters.
+
+        Only the bytes of the prefix asked for are decoded. The first ``c`` bytes decode to ``c``
+        characters exactly when they are all ASCII (the common case); otherwise the first ``c``
+        characters lie in the first ``4 * c`` bytes (a character is at most 4 bytes of UTF-8), which
+        are decoded and sliced. ``"ignore"`` only ever drops a character split by the byte cut, and
+        that character lies past the ones returned.
+        """
+        chunk, begin, end = self.spans(idx)
+        data = self.data
+        if max_chars is None:
+            return [str(data[c][b:e], "utf-8") for c, b, e in zip(chunk.tolist(), begin.tolist(), end.tolist())]
+        out = []
+        for c, b, e, n in zip(chunk.tolist(), begin.tolist(), end.tolist(), np.asarray(max_chars).tolist()):
+            text = str(data[c][b:min(e, b + n)], "utf-8", "ignore")
+            if len(text) != n:
+                text = str(data[c][b:min(e, b + 4 * n)], "utf-8", "ignore")[:n]
+            out.append(text)
+        return out
+
+    def ids(self, idx: np.ndarray) -> list[np.ndarray]:
+        """The token ids of rows ``idx``: read-only views over the memory map, no copy."""
+        chunk, begin, end = self.spans(idx)
+        return [self.data[c][b:e] for c, b, e in zip(chunk.tolist(), begin.tolist(), end.tolist())]
+
+    def lengths(self) -> np.ndarray:
+        """Every row's length (characters' bytes for text, ids for lists), from the offsets alone."""
+        if not self.offsets:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.diff(o) for o in self.offsets]).astype(np.int64)
 
 
 class Curriculum:
@@ -58,7 +132,8 @@ class Curriculum:
         if self._cut_starts[-1] != len(self):
             raise ArtifactError(f"{self.path}: the cut shards do not add up to num_rows. Rebuild the curriculum.")
         self.kept_columns: list[str] = list(self.manifest.get("keep_columns", []))
-        self._trace_lengths: np.ndarray | None = None  # filled on first use; opening stays O(1)
+        self._ragged: dict[str, _Ragged] = {}  # filled on first use; opening stays O(1)
+        self._lengths: dict[str, np.ndarray] = {}
 
     def _fixed(self, table: pa.Table, column: str) -> np.ndarray:
         chunks = [c.values.to_numpy(zero_copy_only=True) for c in table.column(column).chunks]
@@ -124,6 +199,14 @@ class Curriculum:
         local = i - self._cut_starts[s]
         return int(self._cut_tokens[s][local, stage]), int(self._cut_chars[s][local, stage])
 
+    def hint_tokens_at(self, indices: Sequence[int], stage: int | Sequence[int]) -> np.ndarray:
+        """Hint length in tokens of each row in ``indices`` at ``stage`` (one, or one per row)."""
+        return self._prepare(indices, stage)[1]
+
+    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The row table (or some of its columns), zero-copy over the memory maps."""
+        return self._rows if columns is None else self._rows.select(list(columns))
+
     def _value(self, column: str, i: int) -> Any:
         return self._rows.column(column)[self._check_index(i)].as_py()
 
@@ -136,13 +219,39 @@ class Curriculum:
     def answer(self, i: int) -> str | None:
         return self._value("answer", i)
 
+    def _col(self, name: str) -> _Ragged:
+        col = self._ragged.get(name)
+        if col is None:
+            col = self._ragged[name] = _Ragged(self._rows.column(name))
+        return col
+
+    def lengths(self, column: str) -> np.ndarray:
+        """Every row's number of ids in a token column (``trace_ids``, ``prefix_ids``, ``suffix_ids``,
+        ``bare_ids``), from the list offsets alone: the ids are not read. Computed once per column."""
+        if column not in {"trace_ids", "prefix_ids", "suffix_ids", "bare_ids"}:
+            raise RtpoDataError(f"lengths({column!r}): use trace_ids, prefix_ids, suffix_ids or bare_ids.")
+        out = self._lengths.get(column)
+        if out is None:
+            out = self._lengths[column] = self._col(column).lengths()
+        return out
+
+    def hint_tokens(self) -> np.ndarray:
+        """The whole cut table: hint length in tokens per (row, stage), one (rows x stages) array."""
+        if not self._cut_tokens:
+            return np.zeros((0, self.num_stages), np.int32)
+        return np.concatenate(self._cut_tokens)
+
+    def longest_prompt_tokens(self) -> np.ndarray:
+        """Every row's longest prompt over all stages, in tokens (stage 0 for a schedule going down),
+        from list offsets and the cut table: nothing is tokenized."""
+        kmax = self.hint_tokens().max(axis=1, initial=0).astype(np.int64)
+        bare = self.lengths("bare_ids")
+        hinted = self.lengths("prefix_ids") + kmax + self.lengths("suffix_ids")
+        return np.where(kmax > 0, np.maximum(hinted, bare), bare)
+
     def trace_tokens(self, indices: Sequence[int]) -> np.ndarray:
         """Trace length in tokens of each row in ``indices`` (from list offsets, computed once)."""
-        if self._trace_lengths is None:
-            self._trace_lengths = np.concatenate(
-                [np.diff(c.offsets.to_numpy()) for c in self._rows.column("trace_ids").chunks]
-            )
-        return self._trace_lengths[np.asarray(indices, dtype=np.int64)]
+        return self.lengths("trace_ids")[np.asarray(indices, dtype=np.int64)]
 
     def hint(self, i: int, stage: int) -> str:
         return self.trace(i)[: self.cut(i, stage)[1]]
@@ -159,21 +268,21 @@ class Curriculum:
     # -- batches: O(batch), whatever the number of rows --------------------------------------------
 
     def _cuts_for(self, indices: np.ndarray, stages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        shard = np.searchsorted(self._cut_starts, indices, side="right") - 1
-        local = indices - self._cut_starts[shard]
         tokens = np.empty(len(indices), dtype=np.int64)
         chars = np.empty(len(indices), dtype=np.int64)
-        for s in np.unique(shard):
-            m = shard == s
-            tokens[m] = self._cut_tokens[s][local[m], stages[m]]
-            chars[m] = self._cut_chars[s][local[m], stages[m]]
+        for s, m, local in _by_chunk(self._cut_starts, indices):
+            tokens[m], chars[m] = self._cut_tokens[s][local, stages[m]], self._cut_chars[s][local, stages[m]]
         return tokens, chars
 
-    def _prepare(self, indices: Sequence[int], stage: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _indices(self, indices: Sequence[int]) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)
         if len(idx) and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"row indices must be in 0..{n - 1}")
+        return idx
+
+    def _prepare(self, indices: Sequence[int], stage: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = self._indices(indices)
         stages = np.broadcast_to(np.asarray(stage, dtype=np.int64), idx.shape)
         if len(stages) and (stages.min() < 0 or stages.max() >= self.num_stages):
             raise RtpoDataError(f"stages must be in 0..{self.num_stages - 1}.")
@@ -181,51 +290,53 @@ class Curriculum:
         return idx, tokens, chars
 
     def prompts(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[str]:
-        """Prompt texts of ``indices`` at ``stage`` (one stage for all, or one per row)."""
+        """Prompt texts of ``indices`` at ``stage`` (one stage for all, or one per row).
+
+        Each distinct (row, stage) is rendered once and its string shared by every position that
+        asks for it: a GRPO generation batch holds each prompt ``num_generations`` times.
+        """
         idx, tokens, chars = self._prepare(indices, stage)
-        t = self._rows.take(pa.array(idx)).select(["bare", "prefix", "trace", "suffix"])
-        bare, prefix, trace, suffix = (t.column(c).to_pylist() for c in ("bare", "prefix", "trace", "suffix"))
-        return [
-            b if k == 0 else p + tr[:c] + s
-            for b, p, tr, s, k, c in zip(bare, prefix, trace, suffix, tokens.tolist(), chars.tolist())
-        ]
+        keys = idx * self.num_stages + np.broadcast_to(np.asarray(stage, dtype=np.int64), idx.shape)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        idx, tokens, chars = idx[first], tokens[first], chars[first]
+        rendered: list[str] = [""] * len(idx)
+        plain = np.flatnonzero(tokens == 0)
+        for r, text in zip(plain.tolist(), self._col("bare").texts(idx[plain])):
+            rendered[r] = text
+        hinted = np.flatnonzero(tokens > 0)
+        if len(hinted):
+            rows = idx[hinted]
+            parts = zip(self._col("prefix").texts(rows), self._col("trace").texts(rows, chars[hinted]),
+                        self._col("suffix").texts(rows))
+            for r, (p, hint, s) in zip(hinted.tolist(), parts):
+                rendered[r] = p + hint + s
+        return [rendered[j] for j in inverse.reshape(-1).tolist()]
 
     def eval_prompts(self, indices: Sequence[int]) -> list[str]:
         """Prompt texts with no hint at all (evaluation)."""
-        return self._rows.take(pa.array(np.asarray(indices, dtype=np.int64))).column("bare").to_pylist()
+        return self._col("bare").texts(self._indices(indices))
 
     def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[np.ndarray]:
         """Prompt token ids (int32 arrays) of ``indices`` at ``stage``."""
         idx, tokens, _ = self._prepare(indices, stage)
-        t = self._rows.take(pa.array(idx))
-
-        def ragged(column: str) -> tuple[np.ndarray, np.ndarray]:
-            arr = t.column(column).combine_chunks()
-            offsets = arr.offsets.to_numpy()
-            return arr.values.to_numpy(), offsets
-
-        (bv, bo), (pv, po), (tv, to), (sv, so) = (ragged(c) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
-        out = []
-        for r, k in enumerate(tokens.tolist()):
-            if k == 0:
-                out.append(bv[bo[r]: bo[r + 1]].copy())
-            else:
-                out.append(np.concatenate([pv[po[r]: po[r + 1]], tv[to[r]: to[r] + k], sv[so[r]: so[r + 1]]]))
-        return out
+        bare, prefix, trace, suffix = (self._col(c).ids(idx) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
+        return [
+            b.copy() if k == 0 else np.concatenate([p, t[:k], s])
+            for b, p, t, s, k in zip(bare, prefix, trace, suffix, tokens.tolist())
+        ]
 
     def messages_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[list[dict[str, str]]]:
         """Chat messages with the hint placed as the build's placement says, for trainers that apply
         the template themselves. Assistant placement ends with an assistant message holding the hint
         (the trainer must continue it rather than open a new turn)."""
         idx, tokens, chars = self._prepare(indices, stage)
-        t = self._rows.take(pa.array(idx)).select(["messages", "trace"])
         placement = self.manifest["prompt"]["placement"]
         label = self.manifest["prompt"].get("hint_label") or ""
         out = []
-        for raw, trace, k, c in zip(t.column("messages").to_pylist(), t.column("trace").to_pylist(), tokens.tolist(), chars.tolist()):
+        hints = self._col("trace").texts(idx, chars)
+        for raw, hint, k in zip(self._col("messages").texts(idx), hints, tokens.tolist()):
             messages = json.loads(raw)
             if k:
-                hint = trace[:c]
                 if placement == "user":
                     last = max(i for i, m in enumerate(messages) if m["role"] == "user")
                     messages[last]["content"] += label + hint
@@ -282,15 +393,14 @@ class _Render:
         self.cur, self.stage, self.output, self.columns = cur, stage, output, columns
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        index = batch["__index__"]
+        index = self.cur._indices(batch["__index__"])
         if self.stage is None:
-            t = self.cur._rows.take(pa.array(index, pa.int64()))
             if self.output == "text":
-                prompts = t.column("bare").to_pylist()
+                prompts = self.cur._col("bare").texts(index)
             elif self.output == "ids":
-                prompts = t.column("bare_ids").to_pylist()
+                prompts = [ids.tolist() for ids in self.cur._col("bare_ids").ids(index)]
             else:
-                prompts = [json.loads(m) for m in t.column("messages").to_pylist()]
+                prompts = [json.loads(m) for m in self.cur._col("messages").texts(index)]
         else:
             prompts = self.cur.render(index, self.stage, self.output)
         out = {"row_id": batch["row_id"], "prompt": prompts}

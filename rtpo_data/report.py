@@ -11,18 +11,6 @@ from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import RtpoDataError
 
 
-def _hint_table(cur: Curriculum) -> np.ndarray:
-    """All cuts as one (rows x stages) array of hint token counts."""
-    return np.concatenate(cur._cut_tokens) if cur._cut_tokens else np.zeros((0, cur.num_stages), np.int32)
-
-
-def _trace_lengths(cur: Curriculum) -> np.ndarray:
-    # List offsets give every length without touching the ids themselves.
-    return np.concatenate(
-        [np.diff(chunk.offsets.to_numpy()) for chunk in cur._rows.column("trace_ids").chunks]
-    ) if len(cur) else np.zeros(0, np.int64)
-
-
 def _histogram(values: np.ndarray, bins: int = 20) -> dict[str, list[float]] | None:
     if not len(values):
         return None
@@ -32,8 +20,8 @@ def _histogram(values: np.ndarray, bins: int = 20) -> dict[str, list[float]] | N
 
 def summary(cur: Curriculum) -> dict[str, Any]:
     m = cur.manifest
-    hints = _hint_table(cur).astype(np.int64)
-    trace_len = _trace_lengths(cur)
+    hints = cur.hint_tokens().astype(np.int64)
+    trace_len = cur.lengths("trace_ids")
     trace_total = int(m["stats"]["trace_tokens"]["total"])
     stages = []
     for s, fraction in enumerate(cur.stage_fractions):
@@ -124,8 +112,8 @@ def plot(cur: Curriculum, path: str | Path) -> Path:
     m = cur.manifest
     sched = {k: v for k, v in m["schedule"].items() if k not in ("num_stages", "total_steps", "stage_fractions", "warnings")}
     config = ScheduleConfig.from_dict(sched)
-    hints = _hint_table(cur)
-    trace_len = _trace_lengths(cur)
+    hints = cur.hint_tokens()
+    trace_len = cur.lengths("trace_ids")
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     p = np.linspace(0, 1, 400)

@@ -1,0 +1,116 @@
+"""Batch rendering (``prompts``, ``prompt_ids_batch``, ``messages_batch``, ``eval_prompts``, views)
+against a reference computed row by row from the stored columns, over many shards and record
+batches, repeated indices, one stage per row, and non-ASCII traces (where the byte cut of the hint
+is not the character cut)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_jsonl
+
+from rtpo_data import BuildConfig, Curriculum, build
+
+PIECES = ["Step 1: x = 3.", " ", "\n", "\n\n", "word", "≡", "🙂", "日本語", "42", "é", "$x^2$", "Therefore"]
+
+
+def _rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        words = rng.choice(PIECES, size=int(rng.integers(5, 60)))
+        # a third of the traces are plain ASCII: the fast path; the rest mix in multi-byte characters
+        trace = " ".join(w for w in words if i % 3 or w.isascii())
+        rows.append({"id": f"r{i}", "question": f"Problem {i}: what is {i} + {i}? 🙂", "solution": f"{trace}\n#### {2 * i}"})
+    return rows
+
+
+@pytest.fixture(scope="module", params=["assistant", "user"])
+def curriculum(request, tmp_path_factory) -> Curriculum:
+    tmp = tmp_path_factory.mktemp("view")
+    src = write_jsonl(tmp / "rows.jsonl", _rows(97))
+    # 7-row tokenization batches and 20-row shards: 5 shards of several record batches each
+    build(BuildConfig(source=str(src), out=str(tmp / "cur"), tokenizer="offline:qwen3", stages=5, total_steps=50,
+                      placement=request.param, batch_size=7, shard_rows=20, unit="word"), progress=False)
+    cur = Curriculum.open(tmp / "cur")
+    assert len(cur.manifest["shards"]["rows"]) == 5 and cur.table().column("trace").num_chunks > 5
+    return cur
+
+
+def _reference(cur: Curriculum, i: int, stage: int) -> tuple[str, list[int]]:
+    row = cur.table().slice(i, 1).to_pylist()[0]
+    k, c = cur.cut(i, stage)
+    if k == 0:
+        return row["bare"], row["bare_ids"]
+    return row["prefix"] + row["trace"][:c] + row["suffix"], row["prefix_ids"] + row["trace_ids"][:k] + row["suffix_ids"]
+
+
+def test_batches_match_the_row_by_row_reference(curriculum: Curriculum) -> None:
+    cur = curriculum
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, len(cur), size=300)
+    idx[:8] = idx[8:16]  # repeated rows, as a GRPO batch holds every prompt num_generations times
+    stages = rng.integers(0, cur.num_stages, size=300)
+    texts, ids = cur.prompts(idx, stages), cur.prompt_ids_batch(idx, stages)
+    for r, (i, s) in enumerate(zip(idx.tolist(), stages.tolist())):
+        text, token_ids = _reference(cur, i, s)
+        assert texts[r] == text, (i, s)
+        assert ids[r].tolist() == token_ids, (i, s)
+    assert cur.eval_prompts(idx) == [cur.table().slice(i, 1).column("bare")[0].as_py() for i in idx.tolist()]
+    assert any(not cur.trace(i).isascii() for i in idx.tolist())  # the multi-byte path was exercised
+
+
+def test_one_stage_for_all_and_every_stage(curriculum: Curriculum) -> None:
+    cur = curriculum
+    idx = list(range(len(cur)))
+    for stage in range(cur.num_stages):
+        assert cur.prompts(idx, stage) == [_reference(cur, i, stage)[0] for i in idx]
+        assert [cur.hint(i, stage) for i in idx] == [cur.trace(i)[: cur.cut(i, stage)[1]] for i in idx]
+
+
+def test_messages_carry_the_same_hint(curriculum: Curriculum) -> None:
+    cur = curriculum
+    placement = cur.manifest["prompt"]["placement"]
+    idx = np.arange(len(cur))
+    for stage in (0, 2, cur.num_stages - 1):
+        for i, messages in zip(idx.tolist(), cur.messages_batch(idx, stage)):
+            base = json.loads(cur.table().slice(i, 1).column("messages")[0].as_py())
+            hint = cur.hint(i, stage)
+            if not hint:
+                assert messages == base
+            elif placement == "assistant":
+                assert messages[:-1] == base and messages[-1] == {"role": "assistant", "content": hint}
+            else:
+                assert messages[-1]["content"].endswith(hint) and len(messages) == len(base)
+
+
+def test_views_render_lazily_in_every_output(curriculum: Curriculum) -> None:
+    cur = curriculum
+    step = 23
+    stage = cur.stage_at(step)
+    rows = [3, 41, 96]
+    for output, expected in (("text", cur.prompts(rows, stage)),
+                             ("ids", [x.tolist() for x in cur.prompt_ids_batch(rows, stage)]),
+                             ("messages", cur.messages_batch(rows, stage))):
+        assert cur.view(step, output=output)[rows]["prompt"] == expected
+    assert cur.eval_view(output="ids")[rows]["prompt"] == [_reference(cur, i, cur.num_stages - 1)[1] for i in rows]
+
+
+def test_lengths_and_longest_prompt_from_offsets(curriculum: Curriculum) -> None:
+    cur = curriculum
+    table = cur.table(["trace_ids", "bare_ids"]).to_pylist()
+    assert cur.lengths("trace_ids").tolist() == [len(r["trace_ids"]) for r in table]
+    longest = [max(len(_reference(cur, i, s)[1]) for s in range(cur.num_stages)) for i in range(len(cur))]
+    assert cur.longest_prompt_tokens().tolist() == longest
+    assert cur.hint_tokens().shape == (len(cur), cur.num_stages)
+    assert cur.hint_tokens_at([5, 6], [0, 1]).tolist() == [cur.cut(5, 0)[0], cur.cut(6, 1)[0]]
+
+
+def test_ids_do_not_alias_the_memory_map(curriculum: Curriculum, tmp_path: Path) -> None:
+    cur = curriculum
+    a = cur.prompt_ids_batch([0, 0], [0, cur.num_stages - 1])
+    a[0][:] = -1  # the caller owns what it gets
+    assert cur.prompt_ids(0, 0) == _reference(cur, 0, 0)[1]
