@@ -16,6 +16,7 @@ import collections
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import logging
 import multiprocessing
@@ -121,6 +122,13 @@ class _BatchProcessor:
         self.fractions = stage_fractions(config.schedule_config(), config.stages)
         self.num_stages = len(self.fractions)
         self._suffix_cache: dict[str, list[int]] = {}
+        self._opener_cache: dict[str, list[int] | None] = {}
+        # Added tokens the tokenizer splits out before the model sees the text, leaving the text to
+        # their left as it is (an lstrip token would swallow the whitespace before it).
+        self._splitting_tokens = tuple(
+            t.content for t in getattr(self.tok, "added_tokens_decoder", {}).values()
+            if t.content and not t.lstrip and not t.single_word
+        )
         bos = self.facts.bos_token
         self._strip_bos = bos if (bos and self.facts.special_prefix_ids) else None
 
@@ -134,6 +142,12 @@ class _BatchProcessor:
         return text
 
     def process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
+        # A batch makes millions of small objects (token ids, offset pairs) that hold no reference
+        # cycles and die together at its end; the cyclic collector's passes over them are pure cost.
+        with _gc_paused():
+            return self._process(rows, first_position, checked_before)
+
+    def _process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
         out = _BatchOut(rows=None, cuts=None, read=len(rows))
         keep: list[Any] = []
         parts = []
@@ -186,9 +200,8 @@ class _BatchProcessor:
         special = list(self.facts.special_prefix_ids)
         bare_texts = [self._prompt_text(p.bare) for p in parts]
         prefix_texts = [self._prompt_text(p.prefix) for p in parts]
-        prompt_encs = self.backend.encode_batch(bare_texts + prefix_texts, add_special_tokens=False)
-        bare_ids = [special + e.ids for e in prompt_encs[:n]]
-        prefix_ids = [special + e.ids for e in prompt_encs[n:]]
+        bare_ids = [special + e.ids for e in self.backend.encode_batch(bare_texts, add_special_tokens=False)]
+        prefix_ids = self._prefix_ids(bare_texts, prefix_texts, bare_ids, special)
         suffix_ids = [self._suffix_ids(p.suffix) for p in parts]
 
         def list_array(values: np.ndarray, row_offsets: np.ndarray) -> pa.Array:
@@ -236,6 +249,46 @@ class _BatchProcessor:
                         cuts, bare_texts, prefix_texts, min(budget, n))
         return out
 
+    def _prefix_ids(self, bare_texts: list[str], prefix_texts: list[str], bare_ids: list[list[int]],
+                    special: list[int]) -> list[list[int]]:
+        """Token ids of each prefix, derived from the bare prompt's where that is exact, else tokenized.
+
+        With the assistant placement a prefix is the bare prompt itself (R1 templates end in
+        ``<think>\n``) or the bare prompt plus a fixed opener (Qwen3: ``<think>\n``). When the opener
+        starts with an added token that strips nothing to its left, the tokenizer splits the text at
+        that token before anything else, so ``ids(bare + opener) == ids(bare) + ids(opener)`` and the
+        prompt need not be tokenized twice. Each opener is checked on the first rows it is seen with.
+        """
+        out: list[list[int] | None] = [None] * len(bare_texts)
+        todo = []
+        for r, (bare, prefix) in enumerate(zip(bare_texts, prefix_texts)):
+            opener = prefix[len(bare):] if prefix.startswith(bare) else None
+            ext = None if opener is None else self._opener_ids(opener, bare_texts[:4], bare_ids[:4], special)
+            if ext is None:
+                todo.append(r)
+            else:
+                out[r] = bare_ids[r] + ext
+        if todo:
+            encs = self.backend.encode_batch([prefix_texts[r] for r in todo], add_special_tokens=False)
+            for r, e in zip(todo, encs):
+                out[r] = special + e.ids
+        return out  # type: ignore[return-value]
+
+    def _opener_ids(self, opener: str, bares: list[str], bare_ids: list[list[int]], special: list[int]) -> list[int] | None:
+        if opener in self._opener_cache:
+            return self._opener_cache[opener]
+        ids: list[int] | None = None
+        if not opener:
+            ids = []
+        elif any(opener.startswith(t) for t in self._splitting_tokens):
+            ids = self.backend.encode(opener, add_special_tokens=False).ids
+            whole = self.backend.encode_batch([b + opener for b in bares], add_special_tokens=False)
+            if any(special + w.ids != b + ids for w, b in zip(whole, bare_ids)):
+                ids = None
+        if len(self._opener_cache) < 64:
+            self._opener_cache[opener] = ids
+        return ids
+
     def _suffix_ids(self, suffix: str) -> list[int]:
         ids = self._suffix_cache.get(suffix)
         if ids is None:
@@ -266,6 +319,17 @@ class _BatchProcessor:
         out.drift = np.bincount(np.asarray(where)[np.asarray(bad, dtype=bool)], minlength=k_stages)
         out.leaks = leaks
         out.checked_rows = count
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _kept_column(name: str, values: list[Any], source_name: str, first_position: int) -> pa.Array:

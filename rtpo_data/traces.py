@@ -172,6 +172,11 @@ def _skip_space(text: str, i: int) -> int:
     return i
 
 
+# The characters _statement_start acts on, outside and inside a math region.
+_OUTSIDE_MATH = re.compile(r"[\n\\$.!?]")
+_INSIDE_MATH = re.compile(r"[\n\\$]")
+
+
 def _statement_start(text: str, pos: int) -> tuple[int, int | None]:
     """Where the statement holding ``pos`` starts, and the start of the math region around ``pos``.
 
@@ -184,6 +189,11 @@ def _statement_start(text: str, pos: int) -> tuple[int, int | None]:
     display = False
     i = 0
     while i < pos:
+        # Every other character only moves the scan on by one: jump to the next one that matters.
+        m = (_OUTSIDE_MATH if closer is None else _INSIDE_MATH).search(text, i, pos)
+        if m is None:
+            break
+        i = m.start()
         c = text[i]
         if c == "\n" and text.startswith("\n", _skip_inline_space(text, i + 1)):
             # A blank line: no math region survives it (TeX forbids it), and it ends a statement.

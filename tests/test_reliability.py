@@ -96,6 +96,96 @@ def test_first_build_killed_leaves_no_curriculum_and_rerun_cleans_up(big_source:
     assert not out.with_name("cur.incomplete").exists() and _complete(out)
 
 
+# Every place a build touches the disk, in order: a crash just before any of them must leave the old
+# curriculum (or nothing) at the output, never a partial one.
+_WRITE_POINTS = [
+    ("rtpo_data.artifact", "ShardWriter", "write"),
+    ("rtpo_data.artifact", "ShardWriter", "_open"),
+    ("rtpo_data.artifact", "ShardWriter", "_close"),
+    ("rtpo_data.artifact", "ShardWriter", "finish"),
+    ("rtpo_data.artifact", "_HashingFile", "close"),
+    ("rtpo_data.build", None, "write_manifest"),
+    ("rtpo_data.build", None, "_publish"),
+    ("rtpo_data.build", None, "_exchange"),
+    ("os", None, "rename"),
+]
+
+
+class _Crash(BaseException):
+    pass
+
+
+def _crash_at(monkeypatch, point: int, crash) -> list[str]:
+    """Make the ``point``-th write point (1-based; 0 = none) call ``crash``; returns the points seen."""
+    import importlib
+
+    seen: list[str] = []
+    for module, owner, name in _WRITE_POINTS:
+        target = importlib.import_module(module)
+        target = getattr(target, owner) if owner else target
+        original = getattr(target, name)
+
+        def wrapped(*args, _original=original, _name=f"{owner or module.rsplit('.', 1)[-1]}.{name}", **kwargs):
+            seen.append(_name)
+            if len(seen) == point:
+                crash()
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, wrapped)
+    return seen
+
+
+def test_a_crash_at_every_write_point_leaves_the_old_curriculum(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C (KeyboardInterrupt, cleanup runs) and a hard kill (``os._exit`` in a forked child: no
+    cleanup at all, as SIGKILL) before each disk operation of an ``--overwrite`` build, one by one."""
+    tok = make_tokenizer(tmp_path / "tok")
+    rows = [{"id": f"r{i}", "question": f"What is {i} + {i}?", "solution": f"Add them. {i} + {i} = {2 * i}. #### {2 * i}"}
+            for i in range(60)]
+    src = write_jsonl(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "cur"
+
+    def config(stages: int) -> BuildConfig:
+        return BuildConfig(source=str(src), out=str(out), tokenizer=tok, stages=stages, batch_size=8, shard_rows=20,
+                           overwrite=True, check_sample=0)
+
+    build(config(3), progress=False)
+    old = _manifest(out)
+    with monkeypatch.context() as m:
+        points = _crash_at(m, 0, lambda: None)
+        build(config(5), progress=False)
+        total = list(points)
+    assert len(total) > 30 and {"build.write_manifest", "build._publish", "os.rename"} <= set(total)
+    build(config(3), progress=False)
+    old = _manifest(out)
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    for point in range(1, len(total) + 1):
+        where = (point, total[point - 1])
+        with monkeypatch.context() as m:  # Ctrl-C: the build cleans up after itself
+            _crash_at(m, point, interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                build(config(5), progress=False)
+        assert not out.with_name("cur.incomplete").exists(), where
+        assert _manifest(out) == old and Curriculum.open(out).num_stages == 3, where
+        pid = os.fork()
+        if pid == 0:  # the child dies at the point without running any cleanup, as under SIGKILL
+            try:
+                with monkeypatch.context() as m:
+                    _crash_at(m, point, lambda: os._exit(137))
+                    build(config(5), progress=False)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 137, where
+        assert _manifest(out) == old and Curriculum.open(out).num_stages == 3, where
+    # after the last kill, a rerun succeeds and removes what the dead build left behind
+    build(config(5), progress=False)
+    assert _manifest(out)["num_stages"] == 5 and _complete(out)
+    assert not out.with_name("cur.incomplete").exists()
+
+
 def test_concurrent_builds_one_wins(big_source: Path, tmp_path: Path) -> None:
     from rtpo_data.build import _exclusive
 
