@@ -97,10 +97,17 @@ class _HashingFile:
             self.closed = True
 
 
+# Rows are gathered into record batches of about this many bytes before they are written. Readers
+# pay per record batch when they open a shard (a stream file has no index), so few large batches keep
+# opening cheap; the cap bounds what the writer holds in memory.
+RECORD_BATCH_BYTES = 64 << 20
+
+
 class ShardWriter:
     """Writes one table as a sequence of stream shards, starting a new shard every ``shard_rows``.
 
-    Shards get their final ``-of-N`` names in :meth:`finish`, once N is known.
+    Incoming batches are gathered into record batches of about ``RECORD_BATCH_BYTES``. Shards get
+    their final ``-of-N`` names in :meth:`finish`, once N is known.
     """
 
     def __init__(self, directory: Path, table: str, schema: pa.Schema, shard_rows: int) -> None:
@@ -111,19 +118,40 @@ class ShardWriter:
         self._shards: list[tuple[Path, ShardInfo]] = []
         self._file: _HashingFile | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._rows = 0
+        self._rows = 0  # rows written to the open shard
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         offset = 0
         while offset < batch.num_rows:
-            if self._writer is None:
-                self._open()
-            take = min(batch.num_rows - offset, self.shard_rows - self._rows)
-            self._writer.write_batch(batch.slice(offset, take))
-            self._rows += take
+            take = min(batch.num_rows - offset, self.shard_rows - self._rows - self._pending_rows)
+            piece = batch.slice(offset, take)
+            size = piece.nbytes
+            if self._pending and self._pending_bytes + size > RECORD_BATCH_BYTES:
+                self._flush()  # never combine past the cap (string offsets are 32-bit)
+            self._pending.append(piece)
+            self._pending_rows += take
+            self._pending_bytes += size
             offset += take
+            if self._pending_bytes >= RECORD_BATCH_BYTES or self._rows + self._pending_rows >= self.shard_rows:
+                self._flush()
             if self._rows >= self.shard_rows:
                 self._close()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._writer is None:
+            self._open()
+        if len(self._pending) == 1:
+            combined = self._pending[0]
+        else:
+            combined = pa.Table.from_batches(self._pending, self.schema).combine_chunks().to_batches()[0]
+        self._writer.write_batch(combined)
+        self._rows += self._pending_rows
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def _open(self) -> None:
         path = self.directory / f".{self.table}-{len(self._shards):05d}.partial"
@@ -139,8 +167,10 @@ class ShardWriter:
         info = ShardInfo(name="", rows=self._rows, bytes=self._file.bytes, sha256=self._file.sha.hexdigest())
         self._shards.append((self._path, info))
         self._writer = self._file = None
+        self._rows = 0
 
     def finish(self) -> list[ShardInfo]:
+        self._flush()
         if self._writer is not None:
             self._close()
         count = len(self._shards)
@@ -152,6 +182,7 @@ class ShardWriter:
         return infos
 
     def abort(self) -> None:
+        self._pending = []
         if self._writer is not None:
             try:
                 self._writer.close()

@@ -13,6 +13,7 @@ of batches in flight, so memory does not grow with the number of rows.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -393,27 +394,39 @@ def _batches(spec: SourceSpec, batch_size: int, limit: int | None, id_column: st
 
 
 def _ordered_results(config, cmap, source_name, batches, processor: _BatchProcessor) -> Iterator[_BatchOut]:
-    """Process batches in order with at most 2 * num_proc of them in flight (bounded memory)."""
-    checked = 0
-    if config.num_proc == 1:
+    """Process batches in order with at most ``2 * num_proc`` of them in flight (bounded memory).
+
+    With ``num_proc=1`` two batches are in flight on threads of this process: the tokenizer releases
+    the GIL while it encodes, so one batch's tokenization overlaps the other's Python work (reading,
+    answer splitting, Arrow conversion) instead of waiting for it.
+    """
+    # Check-sample rows come from the first batches; every batch samples from its own start.
+    def sampled_before() -> Iterator[tuple[list, int, int]]:
+        left = config.check_sample
         for rows, position in batches:
-            result = processor.process(rows, position, checked)
-            checked += result.checked_rows
-            yield result
+            yield rows, position, config.check_sample - left
+            left = max(0, left - len(rows))
+
+    jobs = sampled_before()
+    if config.num_proc == 1:
+        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rtpo-build") as threads:
+            yield from _in_order((threads.submit(processor.process, *job) for job in jobs), 2, lambda f: f.result())
         return
     # spawn, not fork: the parent has already used the Rust tokenizer, and forking it can deadlock.
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(config.num_proc, initializer=_init_worker, initargs=(config, cmap, source_name)) as pool:
-        pending: collections.deque = collections.deque()
-        # Check-sample rows come from the first batches; every worker samples from its batch start.
-        sample_left = config.check_sample
-        for rows, position in batches:
-            pending.append(pool.apply_async(_work, (rows, position, config.check_sample - sample_left)))
-            sample_left = max(0, sample_left - len(rows))
-            if len(pending) >= 2 * config.num_proc:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        yield from _in_order((pool.apply_async(_work, job) for job in jobs), 2 * config.num_proc, lambda r: r.get())
+
+
+def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator[_BatchOut]:
+    """Results of the submitted jobs in submission order, keeping at most ``in_flight`` submitted."""
+    pending: collections.deque = collections.deque()
+    for job in submitted:
+        pending.append(job)
+        if len(pending) >= in_flight:
+            yield result(pending.popleft())
+    while pending:
+        yield result(pending.popleft())
 
 
 @contextlib.contextmanager

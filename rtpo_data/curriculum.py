@@ -124,9 +124,9 @@ class Curriculum:
         self._rows = pa.concat_tables(tables["rows"]) if tables["rows"] else None
         if self._rows is None or self._rows.num_rows != self.manifest["num_rows"]:
             raise ArtifactError(f"{self.path}: the row shards do not add up to num_rows. Rebuild the curriculum.")
-        # The cut table as one (rows x stages) NumPy view per shard, zero-copy over the memory map.
-        self._cut_tokens = [self._fixed(t, "hint_tokens") for t in tables["cuts"]]
-        self._cut_chars = [self._fixed(t, "hint_chars") for t in tables["cuts"]]
+        # The cut table as one (rows x stages) NumPy view per record batch, zero-copy over the memory map.
+        self._cut_tokens = [self._fixed(c) for t in tables["cuts"] for c in t.column("hint_tokens").chunks]
+        self._cut_chars = [self._fixed(c) for t in tables["cuts"] for c in t.column("hint_chars").chunks]
         sizes = [len(x) for x in self._cut_tokens]
         self._cut_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         if self._cut_starts[-1] != len(self):
@@ -135,10 +135,9 @@ class Curriculum:
         self._ragged: dict[str, _Ragged] = {}  # filled on first use; opening stays O(1)
         self._lengths: dict[str, np.ndarray] = {}
 
-    def _fixed(self, table: pa.Table, column: str) -> np.ndarray:
-        chunks = [c.values.to_numpy(zero_copy_only=True) for c in table.column(column).chunks]
-        flat = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-        return flat.reshape(-1, self.num_stages)
+    def _fixed(self, chunk: pa.FixedSizeListArray) -> np.ndarray:
+        k = self.num_stages
+        return chunk.values.to_numpy(zero_copy_only=True)[chunk.offset * k: (chunk.offset + len(chunk)) * k].reshape(-1, k)
 
     # -- construction & pickling ------------------------------------------------------------------
 

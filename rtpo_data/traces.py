@@ -175,6 +175,8 @@ def _skip_space(text: str, i: int) -> int:
 # The characters _statement_start acts on, outside and inside a math region.
 _OUTSIDE_MATH = re.compile(r"[\n\\$.!?]")
 _INSIDE_MATH = re.compile(r"[\n\\$]")
+# Inside $...$ a backslash matters only as the first of an escaped pair whose second character does.
+_INSIDE_DOLLAR_MATH = re.compile(r"\\[\\$\n]|[\n$]")
 
 
 def _statement_start(text: str, pos: int) -> tuple[int, int | None]:
@@ -190,7 +192,10 @@ def _statement_start(text: str, pos: int) -> tuple[int, int | None]:
     i = 0
     while i < pos:
         # Every other character only moves the scan on by one: jump to the next one that matters.
-        m = (_OUTSIDE_MATH if closer is None else _INSIDE_MATH).search(text, i, pos)
+        if closer is None:
+            m = _OUTSIDE_MATH.search(text, i, pos)
+        else:
+            m = (_INSIDE_DOLLAR_MATH if closer[0] == "$" else _INSIDE_MATH).search(text, i, pos)
         if m is None:
             break
         i = m.start()

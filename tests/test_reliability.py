@@ -100,6 +100,7 @@ def test_first_build_killed_leaves_no_curriculum_and_rerun_cleans_up(big_source:
 # curriculum (or nothing) at the output, never a partial one.
 _WRITE_POINTS = [
     ("rtpo_data.artifact", "ShardWriter", "write"),
+    ("rtpo_data.artifact", "ShardWriter", "_flush"),
     ("rtpo_data.artifact", "ShardWriter", "_open"),
     ("rtpo_data.artifact", "ShardWriter", "_close"),
     ("rtpo_data.artifact", "ShardWriter", "finish"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import write_jsonl
 
-from rtpo_data import BuildConfig, Curriculum, build
+from rtpo_data import BuildConfig, Curriculum, artifact, build
 
 PIECES = ["Step 1: x = 3.", " ", "\n", "\n\n", "word", "≡", "🙂", "日本語", "42", "é", "$x^2$", "Therefore"]
 
@@ -32,9 +32,12 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
 def curriculum(request, tmp_path_factory) -> Curriculum:
     tmp = tmp_path_factory.mktemp("view")
     src = write_jsonl(tmp / "rows.jsonl", _rows(97))
-    # 7-row tokenization batches and 20-row shards: 5 shards of several record batches each
-    build(BuildConfig(source=str(src), out=str(tmp / "cur"), tokenizer="offline:qwen3", stages=5, total_steps=50,
-                      placement=request.param, batch_size=7, shard_rows=20, unit="word"), progress=False)
+    # 7-row tokenization batches written as they come, and 20-row shards: 5 shards of several record
+    # batches each (a real build gathers rows into batches of 64 MB)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(artifact, "RECORD_BATCH_BYTES", 1)
+        build(BuildConfig(source=str(src), out=str(tmp / "cur"), tokenizer="offline:qwen3", stages=5, total_steps=50,
+                          placement=request.param, batch_size=7, shard_rows=20, unit="word"), progress=False)
     cur = Curriculum.open(tmp / "cur")
     assert len(cur.manifest["shards"]["rows"]) == 5 and cur.table().column("trace").num_chunks > 5
     return cur
@@ -114,3 +117,14 @@ def test_ids_do_not_alias_the_memory_map(curriculum: Curriculum, tmp_path: Path)
     a = cur.prompt_ids_batch([0, 0], [0, cur.num_stages - 1])
     a[0][:] = -1  # the caller owns what it gets
     assert cur.prompt_ids(0, 0) == _reference(cur, 0, 0)[1]
+
+
+def test_rows_are_gathered_into_large_record_batches(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "rows.jsonl", _rows(97))
+    build(BuildConfig(source=str(src), out=str(tmp_path / "cur"), tokenizer="offline:qwen3", batch_size=7, shard_rows=40),
+          progress=False)
+    cur = Curriculum.open(tmp_path / "cur")
+    # 14 tokenization batches, 3 shards: one record batch per shard and table
+    assert [s["rows"] for s in cur.manifest["shards"]["rows"]] == [40, 40, 17]
+    assert cur.table().column("trace").num_chunks == 3 and len(cur._cut_tokens) == 3
+    assert cur.prompts([0, 45, 96], 0) == [_reference(cur, i, 0)[0] for i in (0, 45, 96)]
