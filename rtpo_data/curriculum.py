@@ -29,13 +29,25 @@ from rtpo_data.schedule import stage_at as _stage_at
 OUTPUTS = ("text", "messages", "ids")
 
 
-def _by_chunk(starts: np.ndarray, idx: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """For each chunk that rows ``idx`` fall in (chunk ``c`` holds rows ``starts[c]:starts[c + 1]``):
-    ``(c, positions in idx, rows within the chunk)``."""
-    chunk = np.searchsorted(starts, idx, side="right") - 1
-    for c in np.unique(chunk).tolist():
-        m = np.flatnonzero(chunk == c)
-        yield c, m, idx[m] - starts[c]
+class _Located:
+    """Where rows ``idx`` lie among chunks (chunk ``c`` holds rows ``starts[c]:starts[c + 1]``),
+    computed once per batch and shared by every column with that chunk layout (all columns of the
+    row table share one: their chunks are the shards' record batches).
+
+    ``groups`` holds, per chunk touched, ``(chunk, positions in idx, rows within the chunk)``.
+    """
+
+    def __init__(self, starts: np.ndarray, idx: np.ndarray) -> None:
+        self.idx = idx
+        self.chunk = np.searchsorted(starts, idx, side="right") - 1
+        order = np.argsort(self.chunk, kind="stable")
+        ordered = self.chunk[order]
+        bounds = (np.flatnonzero(np.diff(ordered)) + 1).tolist()
+        self.groups = [
+            (c, order[a:b], idx[order[a:b]] - starts[c])
+            for a, b in zip([0, *bounds], [*bounds, len(idx)])
+            for c in (int(ordered[a]),)
+        ] if len(idx) else []
 
 
 class _Ragged:
@@ -61,17 +73,16 @@ class _Ragged:
                 self.offsets.append(c.offsets.to_numpy())
                 self.data.append(c.values.to_numpy(zero_copy_only=True))
 
-    def spans(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def spans(self, loc: _Located) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per row: its chunk, and where its value begins and ends in that chunk's data."""
-        chunk = np.searchsorted(self.starts, idx, side="right") - 1
-        begin = np.empty(len(idx), dtype=np.int64)
-        end = np.empty(len(idx), dtype=np.int64)
-        for c, m, local in _by_chunk(self.starts, idx):
+        begin = np.empty(len(loc.idx), dtype=np.int64)
+        end = np.empty(len(loc.idx), dtype=np.int64)
+        for c, m, local in loc.groups:
             begin[m], end[m] = self.offsets[c][local], self.offsets[c][local + 1]
-        return chunk, begin, end
+        return loc.chunk, begin, end
 
-    def texts(self, idx: np.ndarray, max_chars: np.ndarray | None = None) -> list[str]:
-        """The strings of rows ``idx``; with ``max_chars``, only their first ``max_chars[r]`` characters.
+    def texts(self, loc: _Located, max_chars: np.ndarray | None = None) -> list[str]:
+        """The strings of rows ``loc.idx``; with ``max_chars``, only their first ``max_chars[r]`` characters.
 
         Only the bytes of the prefix asked for are decoded. The first ``c`` bytes decode to ``c``
         characters exactly when they are all ASCII (the common case); otherwise the first ``c``
@@ -79,7 +90,7 @@ class _Ragged:
         are decoded and sliced. ``"ignore"`` only ever drops a character split by the byte cut, and
         that character lies past the ones returned.
         """
-        chunk, begin, end = self.spans(idx)
+        chunk, begin, end = self.spans(loc)
         data = self.data
         if max_chars is None:
             return [str(data[c][b:e], "utf-8") for c, b, e in zip(chunk.tolist(), begin.tolist(), end.tolist())]
@@ -91,9 +102,9 @@ class _Ragged:
             out.append(text)
         return out
 
-    def ids(self, idx: np.ndarray) -> list[np.ndarray]:
-        """The token ids of rows ``idx``: read-only views over the memory map, no copy."""
-        chunk, begin, end = self.spans(idx)
+    def ids(self, loc: _Located) -> list[np.ndarray]:
+        """The token ids of rows ``loc.idx``: read-only views over the memory map, no copy."""
+        chunk, begin, end = self.spans(loc)
         return [self.data[c][b:e] for c, b, e in zip(chunk.tolist(), begin.tolist(), end.tolist())]
 
     def lengths(self) -> np.ndarray:
@@ -218,6 +229,10 @@ class Curriculum:
     def answer(self, i: int) -> str | None:
         return self._value("answer", i)
 
+    def _locate(self, idx: np.ndarray) -> _Located:
+        """Where rows ``idx`` lie in the row table's record batches (shared by all its columns)."""
+        return _Located(self._col("row_id").starts, idx)
+
     def _col(self, name: str) -> _Ragged:
         col = self._ragged.get(name)
         if col is None:
@@ -269,7 +284,7 @@ class Curriculum:
     def _cuts_for(self, indices: np.ndarray, stages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tokens = np.empty(len(indices), dtype=np.int64)
         chars = np.empty(len(indices), dtype=np.int64)
-        for s, m, local in _by_chunk(self._cut_starts, indices):
+        for s, m, local in _Located(self._cut_starts, indices).groups:
             tokens[m], chars[m] = self._cut_tokens[s][local, stages[m]], self._cut_chars[s][local, stages[m]]
         return tokens, chars
 
@@ -300,25 +315,26 @@ class Curriculum:
         idx, tokens, chars = idx[first], tokens[first], chars[first]
         rendered: list[str] = [""] * len(idx)
         plain = np.flatnonzero(tokens == 0)
-        for r, text in zip(plain.tolist(), self._col("bare").texts(idx[plain])):
+        for r, text in zip(plain.tolist(), self._col("bare").texts(self._locate(idx[plain]))):
             rendered[r] = text
         hinted = np.flatnonzero(tokens > 0)
         if len(hinted):
-            rows = idx[hinted]
-            parts = zip(self._col("prefix").texts(rows), self._col("trace").texts(rows, chars[hinted]),
-                        self._col("suffix").texts(rows))
+            loc = self._locate(idx[hinted])
+            parts = zip(self._col("prefix").texts(loc), self._col("trace").texts(loc, chars[hinted]),
+                        self._col("suffix").texts(loc))
             for r, (p, hint, s) in zip(hinted.tolist(), parts):
                 rendered[r] = p + hint + s
         return [rendered[j] for j in inverse.reshape(-1).tolist()]
 
     def eval_prompts(self, indices: Sequence[int]) -> list[str]:
         """Prompt texts with no hint at all (evaluation)."""
-        return self._col("bare").texts(self._indices(indices))
+        return self._col("bare").texts(self._locate(self._indices(indices)))
 
     def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[np.ndarray]:
         """Prompt token ids (int32 arrays) of ``indices`` at ``stage``."""
         idx, tokens, _ = self._prepare(indices, stage)
-        bare, prefix, trace, suffix = (self._col(c).ids(idx) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
+        loc = self._locate(idx)
+        bare, prefix, trace, suffix = (self._col(c).ids(loc) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
         return [
             b.copy() if k == 0 else np.concatenate([p, t[:k], s])
             for b, p, t, s, k in zip(bare, prefix, trace, suffix, tokens.tolist())
@@ -332,8 +348,9 @@ class Curriculum:
         placement = self.manifest["prompt"]["placement"]
         label = self.manifest["prompt"].get("hint_label") or ""
         out = []
-        hints = self._col("trace").texts(idx, chars)
-        for raw, hint, k in zip(self._col("messages").texts(idx), hints, tokens.tolist()):
+        loc = self._locate(idx)
+        hints = self._col("trace").texts(loc, chars)
+        for raw, hint, k in zip(self._col("messages").texts(loc), hints, tokens.tolist()):
             messages = json.loads(raw)
             if k:
                 if placement == "user":
@@ -394,12 +411,13 @@ class _Render:
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         index = self.cur._indices(batch["__index__"])
         if self.stage is None:
+            loc = self.cur._locate(index)
             if self.output == "text":
-                prompts = self.cur._col("bare").texts(index)
+                prompts = self.cur._col("bare").texts(loc)
             elif self.output == "ids":
-                prompts = [ids.tolist() for ids in self.cur._col("bare_ids").ids(index)]
+                prompts = [ids.tolist() for ids in self.cur._col("bare_ids").ids(loc)]
             else:
-                prompts = [json.loads(m) for m in self.cur._col("messages").texts(index)]
+                prompts = [json.loads(m) for m in self.cur._col("messages").texts(loc)]
         else:
             prompts = self.cur.render(index, self.stage, self.output)
         out = {"row_id": batch["row_id"], "prompt": prompts}
