@@ -238,6 +238,9 @@ def _statement_start(text: str, pos: int) -> tuple[int, int | None]:
                 after = _skip_space(text, i)
                 if inner.endswith((".", "!", "?")) or (after < len(text) and text[after].isupper()):
                     cut = after
+            elif inner.endswith((".", "!", "?")) and (i >= len(text) or text[i].isspace()):
+                # A sentence whose final period sits inside inline math: "... = 10.$ Therefore ..."
+                cut = _skip_space(text, i)
             continue
         i += 2 if c == "\\" else 1
     return cut, (math_start if closer is not None else None)

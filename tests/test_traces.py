@@ -153,6 +153,16 @@ def test_sentence_ends_inside_math_do_not_count() -> None:
     assert s.trace == "Let $a = 1.5$ and note $b = 2. c$ stays."
 
 
+def test_inline_math_that_ends_a_sentence() -> None:
+    # MATH test row 148: the sentence's period sits inside the math; before, the cut fell right before
+    # the box and the hint ended "... = 10.$ Therefore our answer is", which states the answer.
+    text = "We note that $g(2)=7$, so $f(g(2))=2\\cdot7-4=10.$ Therefore our answer is $\\boxed{10}$."
+    s = split_answer(text)
+    assert (s.trace, s.answer) == ("We note that $g(2)=7$, so $f(g(2))=2\\cdot7-4=10.$", "10")
+    # a period inside math that is followed by more math is not a sentence end
+    assert split_answer("Let $x = 1.$$y$ be. So $\\boxed{2}$.").trace == "Let $x = 1.$$y$ be."
+
+
 def test_display_math_that_ends_a_sentence() -> None:
     text = "We obtain $$6y-9x=-\\frac{3}{2}a.$$Since $6y-9x=b$, we have $\\frac{a}{b}=\\boxed{-\\frac{2}{3}}$."
     s = split_answer(text)

@@ -195,3 +195,42 @@ def test_stock_trl_grpo_runs_an_export_and_the_guard_stops_a_changed_geometry(tm
                              capture_output=True, text=True, cwd=tests_dir, timeout=600)
     assert changed.returncode != 0
     assert "rtpo-data step guard" in changed.stderr and "are being used at step" in changed.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_each_see_the_curriculum_prompt_of_the_step(tmp_path):
+    """Two processes (torchrun, gloo on the CPU): both render for the same global step,
+    each its own share of the rows, and every prompt is the curriculum's for that step."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cur_dir, tok, model = tiny_setup(tmp_path)
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(here / "trl_two_processes.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cur = Curriculum.open(cur_dir)
+    seen = {rank: [(r["step"], r["prompt"]) for r in map(json.loads, (tmp_path / f"seen-{rank}.jsonl").read_text().splitlines())]
+            for rank in (0, 1)}
+    # a round: 4 completions per device x 2 processes x 2 steps per generation = 16 completions (4 problems),
+    # feeding 2 optimizer steps (accumulation 2, num_iterations 2)
+    for rank in (0, 1):
+        assert sorted({s for s, _ in seen[rank]}) == [0, 2, 4] and len(seen[rank]) == 3 * 8
+        assert check_exact(cur, seen[rank], 6) == {0, 1, 2}
+    for step in (0, 2, 4):
+        rows = [{row_of(cur, p) for s, p in seen[rank] if s == step} for rank in (0, 1)]
+        assert rows[0] and rows[1]
+        both = [p for rank in (0, 1) for s, p in seen[rank] if s == step]
+        assert all(both.count(p) % 4 == 0 for p in both)  # the 4 copies of a prompt share its hint
