@@ -43,11 +43,11 @@ class _Located:
         order = np.argsort(self.chunk, kind="stable")
         ordered = self.chunk[order]
         bounds = (np.flatnonzero(np.diff(ordered)) + 1).tolist()
-        self.groups = [
-            (c, order[a:b], idx[order[a:b]] - starts[c])
-            for a, b in zip([0, *bounds], [*bounds, len(idx)])
-            for c in (int(ordered[a]),)
-        ] if len(idx) else []
+        self.groups: list[tuple[int, np.ndarray, np.ndarray]] = []
+        if len(idx):
+            for a, b in zip([0, *bounds], [*bounds, len(idx)]):
+                c, positions = int(ordered[a]), order[a:b]
+                self.groups.append((c, positions, idx[positions] - starts[c]))
 
 
 class _Ragged:
