@@ -37,7 +37,12 @@ def leaks_answer(hint: str, answer: str | None) -> bool:
         return False
     last = final_statement(hint)
     gold = _normalize(answer)
-    return bool(gold) and _MARKER.search(last) is not None and gold in _normalize(last)
+    if not gold or _MARKER.search(last) is None:
+        return False
+    # A number only counts whole: the gold 5 is not stated by "15" or "2.5" or "5.5".
+    left = r"(?<![0-9.])" if gold[0].isdigit() else ""
+    right = r"(?![0-9]|\.[0-9])" if gold[-1].isdigit() else ""
+    return re.search(left + re.escape(gold) + right, _normalize(last)) is not None
 
 
 def drifted(backend: Any, texts: Sequence[str], expected: Sequence[Sequence[int]]) -> list[bool]:
