@@ -54,11 +54,11 @@ def test_killed_builds_leave_old_or_nothing(big_source: Path, tmp_path: Path, si
     full = time.perf_counter() - t0
     old = _manifest(out)
     rng = random.Random(int(sig))
-    kills = 0
-    for _ in range(4):
+    kills = said = 0
+    for quarter in range(4):  # one kill at a random moment in each quarter of a build's time
         proc = subprocess.Popen(_build_cmd(big_source, out, "--stages", "5", "--overwrite"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.2, full))
+        time.sleep((quarter + rng.random()) / 4 * full)
         if proc.poll() is None:
             proc.send_signal(sig)
             kills += 1
@@ -69,11 +69,15 @@ def test_killed_builds_leave_old_or_nothing(big_source: Path, tmp_path: Path, si
         assert m["num_stages"] in (3, 5) and Curriculum.open(out).manifest["num_rows"] == old["num_rows"]
         if m["num_stages"] == 5:
             old = m
-        if sig == signal.SIGINT and proc.returncode == 130:
-            assert b"nothing was written" in stderr and not out.with_name("cur.incomplete").exists()
+        if sig == signal.SIGINT and b"Interrupted" in stderr:
+            # Ctrl-C inside the build: it says so, exits 130 and leaves nothing behind. (Ctrl-C just
+            # before or after the build, in imports or the summary, exits 130 or -2 without it.)
+            assert b"nothing was written" in stderr and proc.returncode == 130
+            assert not out.with_name("cur.incomplete").exists()
+            said += 1
         # Put the 3-stage curriculum back for the next round.
         subprocess.run(_build_cmd(big_source, out, "--stages", "3", "--overwrite"), check=True, capture_output=True)
-    assert kills >= 2
+    assert kills >= 2 and (sig != signal.SIGINT or said >= 1)
     assert _complete(out)
 
 
