@@ -15,7 +15,7 @@ handed to dataloader workers, Ray actors and other processes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,7 @@ class Curriculum:
 
     def hint_tokens_at(self, indices: Sequence[int], stage: int | Sequence[int]) -> np.ndarray:
         """Hint length in tokens of each row in ``indices`` at ``stage`` (one, or one per row)."""
-        return self._prepare(indices, stage)[1]
+        return self._prepare(indices, stage)[2]
 
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The row table (or some of its columns), zero-copy over the memory maps."""
@@ -295,13 +295,14 @@ class Curriculum:
             raise IndexError(f"row indices must be in 0..{n - 1}")
         return idx
 
-    def _prepare(self, indices: Sequence[int], stage: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepare(self, indices: Sequence[int], stage: int | Sequence[int]) -> tuple[np.ndarray, ...]:
+        """``(rows, stage per row, hint tokens, hint characters)``, checked."""
         idx = self._indices(indices)
         stages = np.broadcast_to(np.asarray(stage, dtype=np.int64), idx.shape)
         if len(stages) and (stages.min() < 0 or stages.max() >= self.num_stages):
             raise RtpoDataError(f"stages must be in 0..{self.num_stages - 1}.")
         tokens, chars = self._cuts_for(idx, stages)
-        return idx, tokens, chars
+        return idx, stages, tokens, chars
 
     def prompts(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[str]:
         """Prompt texts of ``indices`` at ``stage`` (one stage for all, or one per row).
@@ -309,9 +310,8 @@ class Curriculum:
         Each distinct (row, stage) is rendered once and its string shared by every position that
         asks for it: a GRPO generation batch holds each prompt ``num_generations`` times.
         """
-        idx, tokens, chars = self._prepare(indices, stage)
-        keys = idx * self.num_stages + np.broadcast_to(np.asarray(stage, dtype=np.int64), idx.shape)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        idx, stages, tokens, chars = self._prepare(indices, stage)
+        _, first, inverse = np.unique(idx * self.num_stages + stages, return_index=True, return_inverse=True)
         idx, tokens, chars = idx[first], tokens[first], chars[first]
         rendered: list[str] = [""] * len(idx)
         plain = np.flatnonzero(tokens == 0)
@@ -328,11 +328,11 @@ class Curriculum:
 
     def eval_prompts(self, indices: Sequence[int]) -> list[str]:
         """Prompt texts with no hint at all (evaluation)."""
-        return self._col("bare").texts(self._locate(self._indices(indices)))
+        return self.render(indices, None)
 
     def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[np.ndarray]:
         """Prompt token ids (int32 arrays) of ``indices`` at ``stage``."""
-        idx, tokens, _ = self._prepare(indices, stage)
+        idx, _, tokens, _ = self._prepare(indices, stage)
         loc = self._locate(idx)
         bare, prefix, trace, suffix = (self._col(c).ids(loc) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
         return [
@@ -344,7 +344,7 @@ class Curriculum:
         """Chat messages with the hint placed as the build's placement says, for trainers that apply
         the template themselves. Assistant placement ends with an assistant message holding the hint
         (the trainer must continue it rather than open a new turn)."""
-        idx, tokens, chars = self._prepare(indices, stage)
+        idx, _, tokens, chars = self._prepare(indices, stage)
         placement = self.manifest["prompt"]["placement"]
         label = self.manifest["prompt"].get("hint_label") or ""
         out = []
@@ -363,14 +363,23 @@ class Curriculum:
             out.append(messages)
         return out
 
-    def render(self, indices: Sequence[int], stage: int | Sequence[int], output: str = "text") -> list[Any]:
+    def render(self, indices: Sequence[int], stage: int | Sequence[int] | None, output: str = "text") -> list[Any]:
+        """Prompts of ``indices`` at ``stage`` as ``output`` (text, ids as lists, or messages);
+        ``stage=None`` renders them with no hint at all (evaluation)."""
+        if output not in OUTPUTS:
+            raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
+        if stage is None:
+            loc = self._locate(self._indices(indices))
+            if output == "text":
+                return self._col("bare").texts(loc)
+            if output == "ids":
+                return [ids.tolist() for ids in self._col("bare_ids").ids(loc)]
+            return [json.loads(m) for m in self._col("messages").texts(loc)]
         if output == "text":
             return self.prompts(indices, stage)
         if output == "ids":
             return [x.tolist() for x in self.prompt_ids_batch(indices, stage)]
-        if output == "messages":
-            return self.messages_batch(indices, stage)
-        raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
+        return self.messages_batch(indices, stage)
 
     # -- datasets views ----------------------------------------------------------------------------
 
@@ -409,17 +418,7 @@ class _Render:
         self.cur, self.stage, self.output, self.columns = cur, stage, output, columns
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        index = self.cur._indices(batch["__index__"])
-        if self.stage is None:
-            loc = self.cur._locate(index)
-            if self.output == "text":
-                prompts = self.cur._col("bare").texts(loc)
-            elif self.output == "ids":
-                prompts = [ids.tolist() for ids in self.cur._col("bare_ids").ids(loc)]
-            else:
-                prompts = [json.loads(m) for m in self.cur._col("messages").texts(loc)]
-        else:
-            prompts = self.cur.render(index, self.stage, self.output)
+        prompts = self.cur.render(batch["__index__"], self.stage, self.output)
         out = {"row_id": batch["row_id"], "prompt": prompts}
         out.update({c: batch[c] for c in self.columns if c != "row_id"})
         return out

@@ -74,13 +74,12 @@ def row_record(cur: Curriculum, row: int, stage: int, step: int | None = None) -
         raise RtpoDataError(f"--stage {stage}: out of range; this curriculum has stages 0..{cur.num_stages - 1}.")
     k, c = cur.cut(row, stage)
     prompt = cur.prompt(row, stage)
-    t = cur._rows.slice(row, 1)
-    prefix = t.column("prefix")[0].as_py()
     if k == 0:
         start = end = len(prompt)
     else:
-        start, end = len(prefix), len(prefix) + c
-    trace_tokens = len(t.column("trace_ids")[0].values)
+        start = len(cur.table(["prefix"]).column("prefix")[row].as_py())
+        end = start + c
+    trace_tokens = int(cur.trace_tokens([row])[0])
     return {
         "row": row,
         "row_id": cur.row_id(row),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import write_jsonl
 
-from rtpo_data import BuildConfig, Curriculum, artifact, build
+from rtpo_data import BuildConfig, Curriculum, RtpoDataError, artifact, build
 
 PIECES = ["Step 1: x = 3.", " ", "\n", "\n\n", "word", "≡", "🙂", "日本語", "42", "é", "$x^2$", "Therefore"]
 
@@ -110,6 +110,19 @@ def test_lengths_and_longest_prompt_from_offsets(curriculum: Curriculum) -> None
     assert cur.longest_prompt_tokens().tolist() == longest
     assert cur.hint_tokens().shape == (len(cur), cur.num_stages)
     assert cur.hint_tokens_at([5, 6], [0, 1]).tolist() == [cur.cut(5, 0)[0], cur.cut(6, 1)[0]]
+    with pytest.raises(RtpoDataError, match=r"lengths\('trace'\): use trace_ids"):
+        cur.lengths("trace")
+
+
+def test_render_without_hint_in_every_output(curriculum: Curriculum) -> None:
+    cur = curriculum
+    rows = [0, 50, 96]
+    last = cur.num_stages - 1  # the schedule ends with no hint
+    assert cur.render(rows, None) == cur.eval_prompts(rows) == cur.prompts(rows, last)
+    assert cur.render(rows, None, "ids") == [x.tolist() for x in cur.prompt_ids_batch(rows, last)]
+    assert cur.render(rows, None, "messages") == cur.messages_batch(rows, last)
+    with pytest.raises(RtpoDataError, match="output='tokens': use one of text, messages, ids"):
+        cur.render(rows, None, "tokens")
 
 
 def test_ids_do_not_alias_the_memory_map(curriculum: Curriculum, tmp_path: Path) -> None:
