@@ -43,6 +43,19 @@ def fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _forget_handled_interrupt() -> None:
+    """Tell CPython that the Ctrl-C just caught was handled, so the exit status stays 130.
+
+    CPython marks a KeyboardInterrupt that leaves a *string* ``exec``/``eval`` as unhandled even
+    when a caller catches it (``run_eval_code_obj`` in Python/pythonrun.c). Under ``python -m``,
+    ``Py_RunMain`` then ignores the exit status and kills the process with SIGINT (-2). A build
+    interrupted while ``transformers`` imports lazily hits this: ``dataclasses`` builds every
+    ``__init__`` with ``exec(str)``. Each string exec clears the mark when it starts, so running a
+    trivial one clears it; on an interpreter without the mark this does nothing.
+    """
+    exec("pass", {})
+
+
 def _version_callback(value: bool) -> None:
     if value:
         out_console.print(f"rtpo-data {__version__}")
@@ -124,10 +137,10 @@ def build(
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
 ) -> None:
     """Build a curriculum: tokenize every trace once and precompute its cut at every stage."""
-    from rtpo_data.build import build as run_build
-    from rtpo_data.config import BuildConfig
-
     try:
+        from rtpo_data.build import build as run_build
+        from rtpo_data.config import BuildConfig
+
         recipe = _load_recipe(config) if config else {}
         flags = {
             "source": source, "out": str(out) if out else None, "tokenizer": tokenizer, "split": split,
@@ -152,6 +165,7 @@ def build(
     except RtpoDataError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
+        _forget_handled_interrupt()
         err_console.print("[bold red]Interrupted:[/] nothing was written.")
         raise typer.Exit(130) from None
     _print_build_summary(result)

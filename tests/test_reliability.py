@@ -70,15 +70,40 @@ def test_killed_builds_leave_old_or_nothing(big_source: Path, tmp_path: Path, si
         if m["num_stages"] == 5:
             old = m
         if sig == signal.SIGINT and b"Interrupted" in stderr:
-            # Ctrl-C inside the build: it says so, exits 130 and leaves nothing behind. (Ctrl-C just
-            # before or after the build, in imports or the summary, exits 130 or -2 without it.)
-            assert b"nothing was written" in stderr and proc.returncode == 130
+            # Ctrl-C inside the build command: it says so, exits 130 and leaves nothing behind.
+            assert b"nothing was written" in stderr and proc.returncode == 130, (proc.returncode, stderr[-2000:])
             assert not out.with_name("cur.incomplete").exists()
             said += 1
+        elif sig == signal.SIGINT:
+            # Otherwise the build had finished (0, the new curriculum), or Python was still importing
+            # the command line (-2, Python's own exit on Ctrl-C) or Typer was parsing it (130).
+            assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, stderr[-2000:])
+            assert proc.returncode != 0 or m["num_stages"] == 5
         # Put the 3-stage curriculum back for the next round.
         subprocess.run(_build_cmd(big_source, out, "--stages", "3", "--overwrite"), check=True, capture_output=True)
     assert kills >= 2 and (sig != signal.SIGINT or said >= 1)
     assert _complete(out)
+
+
+def test_ctrl_c_surfacing_through_a_string_exec_still_exits_130(tmp_path: Path) -> None:
+    """CPython marks a KeyboardInterrupt that leaves ``exec(str)`` as unhandled even when it is
+    caught, and under ``python -m`` then dies of SIGINT (-2) instead of the exit status chosen. A
+    build interrupted while ``transformers`` imports lazily (``dataclasses`` runs ``exec(str)``)
+    hit this now and then; here the interrupt is placed there on purpose."""
+    src = write_jsonl(tmp_path / "rows.jsonl", [{"question": "q?", "solution": "Yes. #### 1"}])
+    (tmp_path / "interrupted_cli.py").write_text(
+        "import importlib\n"
+        "def build(*args, **kwargs):\n"
+        "    exec('raise KeyboardInterrupt', {})\n"
+        "importlib.import_module('rtpo_data.build').build = build\n"
+        "from rtpo_data.cli.main import app\n"
+        "app()\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "interrupted_cli", "build", str(src), "--out", str(tmp_path / "cur"),
+                           "--tokenizer", "offline:qwen3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "Interrupted: nothing was written." in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cur").exists()
 
 
 @pytest.mark.slow
