@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
-from trl_helpers import (  # noqa: E402
+from trl_helpers import (
     PROBLEM,
     GenerateRecorder,
     RewardRecorder,
@@ -24,9 +24,9 @@ from trl_helpers import (  # noqa: E402
     tiny_setup,
 )
 
-from rtpo_data import Curriculum  # noqa: E402
-from rtpo_data.adapters.trl import RTPOTrainer  # noqa: E402
-from rtpo_data.errors import RtpoDataError  # noqa: E402
+from rtpo_data import Curriculum
+from rtpo_data.adapters.trl import RTPOTrainer
+from rtpo_data.errors import RtpoDataError
 
 pytestmark = pytest.mark.trl
 
@@ -157,13 +157,13 @@ def test_launcher_uses_trl_parser_and_yaml(tmp_path):
     cmd = [sys.executable, "-m", "rtpo_data.cli.main", "train", "trl", "--curriculum", str(cur_dir),
            "--config", str(tmp_path / "grpo.yaml"), "--model_name_or_path", str(model_dir), "--max_steps", "2",
            "--output_dir", str(tmp_path / "run"), "--reward_funcs", "trl_helpers.length_reward"]
-    result = subprocess.run(cmd, cwd=tests_dir, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=tests_dir, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "config.json").exists()  # the trained model was saved
     logs = result.stdout + result.stderr
     assert "'rtpo/stage': '0'" in logs and "'rtpo/hint_tokens'" in logs, logs[-2000:]
     bad = subprocess.run([sys.executable, "-m", "rtpo_data.cli.main", "train", "trl", "--config", str(tmp_path / "grpo.yaml"),
-                          "--model_name_or_path", str(model_dir)], cwd=tests_dir, capture_output=True, text=True, timeout=300)
+                          "--model_name_or_path", str(model_dir)], cwd=tests_dir, capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 1 and "--curriculum is required" in bad.stderr
 
 
@@ -226,14 +226,14 @@ def test_launcher_passes_quantization_to_the_model_loader(tmp_path):
 def test_launcher_refuses_unclear_evaluation(extra, message, tmp_path):
     from rtpo_data.adapters.trl import main
 
-    cur_dir, tok, model = tiny_setup(tmp_path, total_steps=None)
+    cur_dir, _tok, _model = tiny_setup(tmp_path, total_steps=None)
     extra = [{"HELD": str(cur_dir), "NOWHERE": str(tmp_path)}.get(x, x) for x in extra]
     with pytest.raises(RtpoDataError, match=message):
         main([*_launcher_flags(tmp_path, cur_dir, tmp_path / "model"), *extra])
 
 
 def _export_setup(tmp_path, recipe: str = "") -> Path:
-    cur_dir, tok, model = tiny_setup(tmp_path, total_steps=4, stages=2)
+    cur_dir, _tok, _model = tiny_setup(tmp_path, total_steps=4, stages=2)
     (tmp_path / "grpo.yaml").write_text(
         f"model_name_or_path: {tmp_path / 'model'}\nbf16: false\nuse_cpu: true\nreport_to: none\nnum_generations: 4\n"
         "max_completion_length: 8\nmax_steps: 4\nlogging_steps: 1\nsave_strategy: 'no'\ndisable_tqdm: true\nseed: 3\n"
@@ -274,21 +274,21 @@ def test_stock_trl_grpo_runs_an_export_with_weights_and_unscorable_rows(tmp_path
     tests_dir = Path(__file__).parent
     cli = [sys.executable, "-m", "rtpo_data.cli.main"]
     exported = subprocess.run([*cli, "export", "trl", "--curriculum", str(cur_dir), "--config", str(tmp_path / "grpo.yaml"),
-                               "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=tests_dir, timeout=300)
+                               "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=tests_dir, timeout=300, check=False)
     assert exported.returncode == 0, exported.stderr
     recipe = yaml.safe_load((tmp_path / "run" / "grpo.yaml").read_text())
     assert recipe["reward_funcs"] == ["rtpo_data.adapters.trl.step_guard", "trl_helpers.even_rows_reward"]
     assert recipe["reward_weights"] == [0.0, 0.5]
     trl = [str(Path(sys.executable).with_name("trl")), "grpo", "--config", str(tmp_path / "run" / "grpo.yaml"),
            "--output_dir", str(tmp_path / "out")]
-    ok = subprocess.run(trl, capture_output=True, text=True, cwd=tests_dir, timeout=600)
+    ok = subprocess.run(trl, capture_output=True, text=True, cwd=tests_dir, timeout=600, check=False)
     assert ok.returncode == 0, ok.stderr[-3000:]
     logs = ok.stdout + ok.stderr
     assert "rewards/step_guard/mean" in logs
     # odd problems have no score: TRL sees every reward of those rows as None and leaves them out
     assert "All reward functions returned None" in logs and "'row_id': 'p" in logs
     changed = subprocess.run([*trl, "--gradient_accumulation_steps", "1", "--steps_per_generation", "1"],
-                             capture_output=True, text=True, cwd=tests_dir, timeout=600)
+                             capture_output=True, text=True, cwd=tests_dir, timeout=600, check=False)
     assert changed.returncode != 0
     assert "rtpo-data step guard" in changed.stderr and "are being used at step" in changed.stderr
 
@@ -329,7 +329,7 @@ def test_stock_trl_grpo_on_two_processes_runs_a_two_process_export(tmp_path):
            "--output_dir", str(tmp_path / "out")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     logs = proc.stdout + proc.stderr
     assert logs.count("'rewards/step_guard/mean'") >= 4 and "rtpo-data step guard" not in logs
@@ -351,13 +351,13 @@ def test_two_processes_each_generate_from_the_curriculum_ids_and_log_global_mean
     import subprocess
     import sys
 
-    cur_dir, tok, model = tiny_setup(tmp_path)
+    cur_dir, _tok, _model = tiny_setup(tmp_path)
     here = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(here / "trl_two_processes.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     cur = Curriculum.open(cur_dir)
     seen = {rank: [(r["step"], r["problem"], r["ids"])

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 from helpers import BOS_TEMPLATE, make_tokenizer, write_jsonl
 
@@ -61,9 +60,9 @@ def tiny_setup(tmp: Path, *, total_steps: int | None = 6, stages: int = 3, n: in
 def grpo_args(out_dir: Path, **overrides):
     from trl import GRPOConfig
 
-    base = dict(output_dir=str(out_dir), bf16=False, use_cpu=True, use_vllm=False, report_to="none",
-                num_generations=4, max_completion_length=8, per_device_train_batch_size=8, max_steps=6,
-                logging_steps=1, save_strategy="no", seed=7, dataloader_num_workers=0, disable_tqdm=True)
+    base = {"output_dir": str(out_dir), "bf16": False, "use_cpu": True, "use_vllm": False, "report_to": "none",
+            "num_generations": 4, "max_completion_length": 8, "per_device_train_batch_size": 8, "max_steps": 6,
+            "logging_steps": 1, "save_strategy": "no", "seed": 7, "dataloader_num_workers": 0, "disable_tqdm": True}
     base.update(overrides)
     return GRPOConfig(**base)
 
