@@ -58,8 +58,10 @@ from typing import Any
 
 import numpy as np
 
+from rtpo_data.adapters.openrlhf_prompt import CurriculumTokenizer, PromptText
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import ConfigError, RtpoDataError
+from rtpo_data.tokenizer import check_tokenizer
 
 try:
     import ray
@@ -76,6 +78,9 @@ logger = logging.getLogger(__name__)
 CLI_MODULE = "openrlhf.cli.train_ppo_ray"
 HOOK = "rtpo_data.adapters.openrlhf.runtime_env_hook"
 TOTAL_STEPS_ENV = "RTPO_DATA_TOTAL_STEPS"
+ALLOW_TOKENIZER_ENV = "RTPO_DATA_ALLOW_TOKENIZER_MISMATCH"
+TOKENIZER_OVERRIDE = (f"pass --rtpo.allow_tokenizer_mismatch to rtpo-data train openrlhf (or set "
+                      f"{ALLOW_TOKENIZER_ENV}=1 with the hook)")
 REWARD_FILE = str(Path(__file__).with_name("openrlhf_reward.py"))
 # OpenRLHF's own class, kept before install() replaces the module attribute.
 STOCK_PPO_TRAINER = _ppo.PPOTrainer
@@ -178,9 +183,49 @@ def check_openrlhf_args(args: Any, cur: Curriculum) -> None:
         raise ConfigError(problems, what="OpenRLHF settings for an rtpo-data curriculum")
 
 
+def tokenizer_mismatch_allowed() -> bool:
+    return os.environ.get(ALLOW_TOKENIZER_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def check_policy_tokenizer(tokenizer: Any, curricula: Sequence[Curriculum]) -> None:
+    """Refuse a policy tokenizer (or chat template) that is not the one the curricula were built with,
+    unless ``$RTPO_DATA_ALLOW_TOKENIZER_MISMATCH`` says to go on."""
+    if tokenizer_mismatch_allowed():
+        return
+    for cur in curricula:
+        check_tokenizer(cur.manifest, tokenizer, curriculum=str(cur.path), override=TOKENIZER_OVERRIDE)
+
+
+def check_policy_tokenizer_early(pretrain: str | None, curricula: Sequence[Curriculum]) -> None:
+    """:func:`check_policy_tokenizer` in the driver, before Ray starts any model, when the policy's
+    tokenizer loads there (the trainer actor checks again, with the tokenizer OpenRLHF loads)."""
+    if not pretrain or tokenizer_mismatch_allowed():
+        return
+    from transformers import AutoTokenizer
+
+    try:  # as OpenRLHF's get_tokenizer loads it
+        tokenizer = AutoTokenizer.from_pretrained(pretrain, trust_remote_code=True)
+    except Exception as exc:  # noqa: BLE001 - the trainer actor checks a tokenizer the driver cannot load
+        logger.info("rtpo-data: the policy's tokenizer %s does not load in the driver (%s); the trainer "
+                    "checks it.", pretrain, exc)
+        return
+    check_policy_tokenizer(tokenizer, curricula)
+
+
 # ---------------------------------------------------------------------------------------------
 # The dataset: OpenRLHF PromptDataset's item contract, rendered at the current training step
 # ---------------------------------------------------------------------------------------------
+
+
+def special_prefix_text(cur: Curriculum) -> str:
+    """The text of what the curriculum's tokenizer puts in front of every prompt (its BOS), or "".
+
+    The build leaves it out of the prompt texts (a trainer that tokenizes with special tokens adds
+    it) and keeps it in the ids; OpenRLHF tokenizes without special tokens, so its text comes first.
+    """
+    facts = cur.manifest.get("tokenizer") or {}
+    prefix, bos = facts.get("special_prefix_ids") or [], facts.get("bos_token")
+    return bos if len(prefix) == 1 and bos else ""
 
 
 class CurriculumPromptDataset(torch.utils.data.Dataset):
@@ -188,7 +233,9 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
 
     ``dataset[i]`` is ``(datasource, prompt, label, images)``, rendered when it is fetched: ``prompt``
     is the curriculum's text for row ``i`` at ``self.step`` (chat template already applied, so
-    OpenRLHF's ``--data.apply_chat_template`` / ``--data.input_template`` do not apply to it), and
+    OpenRLHF's ``--data.apply_chat_template`` / ``--data.input_template`` do not apply to it), preceded
+    by the tokenizer's BOS when it adds one, as a :class:`~rtpo_data.adapters.openrlhf_prompt.PromptText`
+    carrying ``prompt_ids(i, stage)`` (what the engine generates from, see that module), and
     ``label`` is a dict ``{"answer", "row_id", "step", "stage", "kept_fraction"}`` (``kept_fraction`` =
     hint tokens / trace tokens) that OpenRLHF passes untouched to the reward function. With
     ``hint=False`` every prompt is the no-hint prompt (evaluation) and the label has no step.
@@ -206,6 +253,7 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
         self.num_rows = n if max_samples is None else max(0, min(int(max_samples), n))
         self.step = 0
         self._datasource = "datasource" in self.curriculum.kept_columns
+        self._bos_text = special_prefix_text(self.curriculum)
 
     def set_step(self, step: int) -> None:
         """The training step prompts are rendered for from now on (0-based)."""
@@ -222,7 +270,7 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.num_rows
 
-    def __getitem__(self, idx: int) -> tuple[str, str, dict[str, Any], None]:
+    def __getitem__(self, idx: int) -> tuple[str, PromptText, dict[str, Any], None]:
         i = int(idx)
         if not 0 <= i < self.num_rows:
             raise IndexError(f"row {i} out of range for a dataset of {self.num_rows} rows")
@@ -230,10 +278,10 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
         label: dict[str, Any] = {"answer": cur.answer(i), "row_id": cur.row_id(i)}
         stage = self.stage
         if stage is None:
-            prompt = cur.eval_prompts([i])[0]
+            prompt = PromptText(self._bos_text + cur.render([i], None)[0], cur.render([i], None, "ids")[0])
             label["kept_fraction"] = 0.0
         else:
-            prompt = cur.prompts([i], stage)[0]
+            prompt = PromptText(self._bos_text + cur.prompt(i, stage), cur.prompt_ids(i, stage))
             hint_tokens, _ = cur.cut(i, stage)
             trace_tokens = int(cur.trace_tokens([i])[0])
             label.update(step=self.step, stage=stage, kept_fraction=hint_tokens / max(trace_tokens, 1))
@@ -272,6 +320,10 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
       curriculum directory) instead of OpenRLHF's ``PromptDataset``, after checking the settings
       (:func:`check_openrlhf_args`). An ``--eval.dataset`` that is a curriculum is served without
       hint; any other eval dataset goes through OpenRLHF's own ``PromptDataset``.
+    - It refuses a policy tokenizer or chat template that is not the curriculum's
+      (:func:`check_policy_tokenizer`), and gives the sample generator a
+      :class:`~rtpo_data.adapters.openrlhf_prompt.CurriculumTokenizer`, so that the engines generate
+      from the curriculum's ``prompt_ids`` exactly.
     - ``init_checkpoint_states`` sets the dataset's step to the checkpoint's ``global_step`` (resume).
     - ``train_step`` moves the dataset's step to the next global step, and adds ``rtpo/stage``,
       ``rtpo/kept_fraction`` (mean over the batch's prompts) to OpenRLHF's step logs.
@@ -290,13 +342,16 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
         if args.ckpt.save_steps == -1:
             args.ckpt.save_steps = float("inf")
         tokenizer = _ppo.get_tokenizer(pretrain, None, "left", strategy, use_fast=not args.data.disable_fast_tokenizer)
+        eval_path = getattr(args.eval, "dataset", None)
+        eval_curricula = [open_curriculum(eval_path, "--eval.dataset")] if is_curriculum(eval_path) else []
+        check_policy_tokenizer(tokenizer, [self.curriculum, *eval_curricula])
         self.prompts_dataloader, self.eval_dataloader, self.max_steps = self._prepare_datasets(strategy, tokenizer)
         self.generate_kwargs = generate_kwargs
         self.samples_generator = _ppo.SamplesGenerator(
             strategy=strategy,
             prompts_dataloader=self.prompts_dataloader,
             eval_dataloader=self.eval_dataloader,
-            tokenizer=tokenizer,
+            tokenizer=CurriculumTokenizer(tokenizer),
             vllm_engines=vllm_engines,
         )
         _ppo.BasePPOTrainer.__init__(self, strategy, actor_model_group, critic_model_group, reward_model_group,
@@ -381,9 +436,9 @@ def _cli_args() -> Any:
 def runtime_env_hook(runtime_env: dict[str, Any] | None) -> dict[str, Any]:
     """``RAY_RUNTIME_ENV_HOOK`` target: Ray calls it in the driver, inside the CLI's ``ray.init``.
 
-    Installs the trainer (:func:`install`), checks the CLI's settings against the curriculum (so a
-    refused setting stops the run before any model loads) and passes ``RTPO_DATA_TOTAL_STEPS`` on to
-    every worker of the job.
+    Installs the trainer (:func:`install`), checks the CLI's settings and the policy's tokenizer
+    against the curriculum (so a refused setting stops the run before any model loads) and passes
+    ``RTPO_DATA_TOTAL_STEPS`` and ``RTPO_DATA_ALLOW_TOKENIZER_MISMATCH`` on to every worker of the job.
     """
     install()
     args = _cli_args()
@@ -391,9 +446,13 @@ def runtime_env_hook(runtime_env: dict[str, Any] | None) -> dict[str, Any]:
         cur = open_curriculum(args.data.prompt_dataset)
         resolve_total_steps(cur)
         check_openrlhf_args(args, cur)
+        eval_path = getattr(args.eval, "dataset", None)
+        eval_curricula = [open_curriculum(eval_path, "--eval.dataset")] if is_curriculum(eval_path) else []
+        check_policy_tokenizer_early(args.actor.model_name_or_path, [cur, *eval_curricula])
     env = dict(runtime_env or {})
-    if os.environ.get(TOTAL_STEPS_ENV):
-        env["env_vars"] = {**(env.get("env_vars") or {}), TOTAL_STEPS_ENV: os.environ[TOTAL_STEPS_ENV]}
+    for name in (TOTAL_STEPS_ENV, ALLOW_TOKENIZER_ENV):
+        if os.environ.get(name):
+            env["env_vars"] = {**(env.get("env_vars") or {}), name: os.environ[name]}
     return env
 
 
@@ -404,6 +463,8 @@ def _flag_parser() -> argparse.ArgumentParser:
     the trainer checks the real parsed arguments again.
     """
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--actor.model_name_or_path", default=None)
+    p.add_argument("--eval.dataset", default=None)
     p.add_argument("--data.prompt_dataset", default=None)
     p.add_argument("--data.prompt_probs", default=None)
     p.add_argument("--data.max_len", type=int, default=2048)
@@ -424,7 +485,8 @@ def _hierarchize(ns: argparse.Namespace) -> Any:
 
 
 def parse_launcher_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Split ``--curriculum DIR [--rtpo.total_steps N] -- <openrlhf flags>`` into ours and OpenRLHF's."""
+    """Split ``--curriculum DIR [--rtpo.total_steps N] [--rtpo.allow_tokenizer_mismatch] -- <openrlhf flags>``
+    into ours and OpenRLHF's."""
     argv = list(argv)
     if "--" in argv:
         cut = argv.index("--")
@@ -433,12 +495,15 @@ def parse_launcher_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[s
         ours, theirs = argv, []
     p = argparse.ArgumentParser(
         prog="rtpo-data train openrlhf", allow_abbrev=False,
-        usage="%(prog)s --curriculum DIR [--rtpo.total_steps N] -- <openrlhf.cli.train_ppo_ray flags>",
+        usage="%(prog)s --curriculum DIR [--rtpo.total_steps N] [--rtpo.allow_tokenizer_mismatch] "
+              "-- <openrlhf.cli.train_ppo_ray flags>",
         description="Run OpenRLHF's own CLI (openrlhf.cli.train_ppo_ray) with prompts from an rtpo-data curriculum.",
     )
     p.add_argument("--curriculum", help="Curriculum directory built by rtpo-data build (becomes --data.prompt_dataset).")
     p.add_argument("--rtpo.total_steps", dest="total_steps", type=int, default=None,
                    help="Schedule horizon in training steps (default: the curriculum's --total-steps).")
+    p.add_argument("--rtpo.allow_tokenizer_mismatch", dest="allow_tokenizer_mismatch", action="store_true",
+                   help="Train even though the policy's tokenizer or chat template is not the curriculum's.")
     known, rest = p.parse_known_args(ours)
     return known, [*rest, *theirs]
 
@@ -464,6 +529,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     cur = open_curriculum(str(path), "--curriculum")
     total = resolve_total_steps(cur, ours.total_steps)
     check_openrlhf_args(_hierarchize(pre), cur)
+    if ours.allow_tokenizer_mismatch:
+        os.environ[ALLOW_TOKENIZER_ENV] = "1"
+    eval_path = getattr(pre, "eval.dataset")
+    eval_curricula = [open_curriculum(eval_path, "--eval.dataset")] if is_curriculum(eval_path) else []
+    check_policy_tokenizer_early(getattr(pre, "actor.model_name_or_path"), [cur, *eval_curricula])
     if not (getattr(pre, "reward.remote_url") or getattr(pre, "reward.model_name_or_path")
             or getattr(pre, "train.agent_func_path")):
         flags = [*flags, "--reward.remote_url", REWARD_FILE]

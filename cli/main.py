@@ -367,7 +367,7 @@ def export_trl(
     curriculum: Annotated[Path, typer.Option(help="Curriculum directory.")],
     config: Annotated[Path, typer.Option(help="The trl grpo YAML the run will use.")],
     out: Annotated[Path, typer.Option(help="Run folder: train.parquet, grpo.yaml, export.json.")],
-    num_processes: Annotated[int, typer.Option(help="Training processes (accelerate num_processes).")] = 1,
+    num_processes: Annotated[int, typer.Option(help="Training processes (accelerate num_processes); the config is read as that many processes read it.")] = 1,
     horizon: Annotated[str, typer.Option(help="auto, curriculum or trainer (see docs/trl.md).")] = "auto",
 ) -> None:
     """Rows in the order `trl grpo` consumes them (shuffling off), each rendered for its step, plus a guard."""

@@ -13,7 +13,7 @@ from rtpo_data._version import __version__
 from rtpo_data.build import BuildResult, build
 from rtpo_data.config import BuildConfig
 from rtpo_data.curriculum import Curriculum
-from rtpo_data.errors import ArtifactError, ConfigError, RtpoDataError, SourceError
+from rtpo_data.errors import ArtifactError, ConfigError, RtpoDataError, SourceError, TokenizerMismatchError
 from rtpo_data.schedule import ScheduleConfig, keep_fraction, stage_at, stage_fractions
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "RtpoDataError",
     "ScheduleConfig",
     "SourceError",
+    "TokenizerMismatchError",
     "__version__",
     "build",
     "keep_fraction",

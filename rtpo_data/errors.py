@@ -31,3 +31,7 @@ class SourceError(RtpoDataError):
 
 class ArtifactError(RtpoDataError):
     """A curriculum directory is missing, damaged, or from an unsupported format version."""
+
+
+class TokenizerMismatchError(RtpoDataError):
+    """The trainer's tokenizer or chat template is not the one a curriculum was built with."""

@@ -159,3 +159,73 @@ def tokenizer_facts(tok: Any, name: str) -> TokenizerFacts:
         tokenizer_sha256=hashlib.sha256(backend.to_str().encode()).hexdigest(),
         chat_template_sha256=hashlib.sha256(template.encode()).hexdigest() if template else None,
     )
+
+
+# -- is the trainer's tokenizer the curriculum's? -------------------------------------------------
+
+
+def _text_tokenizer(tok: Any) -> Any:
+    """The tokenizer inside a processor (multimodal models), or ``tok`` itself."""
+    if getattr(tok, "backend_tokenizer", None) is None and getattr(tok, "tokenizer", None) is not None:
+        return tok.tokenizer
+    return tok
+
+
+def tokenizer_fingerprints(tok: Any) -> tuple[list[str], str | None]:
+    """``(tokenizer sha256s, chat template sha256)`` of a loaded tokenizer, computed as the build does.
+
+    A tokenizer that has just padded or truncated a batch carries that setting in its serialization
+    (transformers sets it on the Rust tokenizer per call), so two hashes are given: of the
+    serialization as it is, and with padding and truncation cleared. No hash for a slow tokenizer,
+    which has no serialization.
+    """
+    tok = _text_tokenizer(tok)
+    backend = getattr(tok, "backend_tokenizer", None)
+    hashes: list[str] = []
+    if backend is not None:
+        raw = backend.to_str()
+        hashes.append(hashlib.sha256(raw.encode()).hexdigest())
+        from tokenizers import Tokenizer
+
+        clean = Tokenizer.from_str(raw)
+        clean.no_padding()
+        clean.no_truncation()
+        hashes.append(hashlib.sha256(clean.to_str().encode()).hexdigest())
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one renders prompts
+        template = template.get("default")
+    return hashes, hashlib.sha256(template.encode()).hexdigest() if template else None
+
+
+def check_tokenizer(manifest: dict[str, Any], tok: Any, *, curriculum: str, override: str) -> None:
+    """Raise :class:`TokenizerMismatchError` unless ``tok`` is the tokenizer and chat template the
+    curriculum was built with (the fingerprints in its manifest).
+
+    ``override`` says how the caller lets a deliberate mismatch through; it ends the message.
+    """
+    from rtpo_data.errors import TokenizerMismatchError
+
+    built = manifest.get("tokenizer") or {}
+    want_tok, want_template = built.get("tokenizer_sha256"), built.get("chat_template_sha256")
+    hashes, template = tokenizer_fingerprints(tok)
+    differs = []
+    if want_tok not in hashes:
+        differs.append("tokenizer")
+    if want_template != template:
+        differs.append("chat template")
+    if not differs:
+        return
+
+    def short(value: str | None) -> str:
+        return value[:12] if value else "none"
+
+    ours = short(hashes[-1]) if hashes else "none: a slow tokenizer cannot be fingerprinted"
+    name = getattr(_text_tokenizer(tok), "name_or_path", "") or type(tok).__name__
+    raise TokenizerMismatchError(
+        f"The trainer's tokenizer is not the one {curriculum} was built with ({' and '.join(differs)} "
+        f"differ{'s' if len(differs) == 1 else ''}): the curriculum used {built.get('name')!r} (tokenizer "
+        f"sha256 {short(want_tok)}, chat template {short(want_template)}), the trainer has {name!r} "
+        f"(tokenizer {ours}, chat template {short(template)}). Prompts and token ids rendered for one "
+        "tokenizer are wrong for another. Train with the curriculum's tokenizer, or rebuild the curriculum "
+        f"with --tokenizer {name}; to go on deliberately, {override}."
+    )

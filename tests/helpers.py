@@ -26,17 +26,27 @@ _CORPUS = [
 ] * 20
 
 
-def make_tokenizer(directory: Path, *, bos: bool = False, template: str | None = CHATML, vocab_size: int = 400) -> str:
-    """Train a byte-level BPE tokenizer in-process, save it as a transformers folder, return the path."""
+def make_tokenizer(directory: Path, *, bos: bool = False, template: str | None = CHATML, vocab_size: int = 400,
+                   metaspace: bool = False) -> str:
+    """Train a byte-level BPE tokenizer in-process, save it as a transformers folder, return the path.
+
+    ``metaspace=True``: a SentencePiece-style BPE instead (spaces as "▁", one prepended to the text's
+    first word only, as Llama 2 and Mistral tokenizers do).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>"]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    if metaspace:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_CORPUS, trainer)
     if bos:
         bos_id = tok.token_to_id("<s>")

@@ -2,39 +2,46 @@
 
     python -m torch.distributed.run --nproc_per_node 2 tests/trl_two_processes.py WORK
 
-WORK holds ``cur`` (the curriculum), ``model`` (a tiny Qwen2 and its tokenizer, saved by the test).
-Every prompt TRL tokenizes for generation on this process is appended, with the global step, to
-``WORK/seen-RANK.jsonl``.
+WORK holds ``cur`` (the curriculum) and ``model`` (a tiny Qwen2 and its tokenizer, saved by the test).
+Every prompt this process generates from is appended to ``WORK/seen-RANK.jsonl`` as the global step,
+the problem number read from the decoded prompt, and the token ids that reached the model's
+``generate`` (left padding removed); the trainer's log history goes to ``WORK/logs-RANK.json``.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import GRPOTrainer
+from transformers.generation.utils import GenerationMixin
 from trl_helpers import grpo_args, length_reward
 
 from rtpo_data.adapters.trl import RTPOTrainer
 
 work = Path(sys.argv[1])
-original = GRPOTrainer._tokenize_prompts
+tok = AutoTokenizer.from_pretrained(work / "model")
+model = AutoModelForCausalLM.from_pretrained(work / "model")
+original = GenerationMixin.generate
+trainer = None
 
 
-def spy(trainer, prompts):
+def spy(self, *args, **kwargs):
     if trainer.model.training:
         rank = trainer.accelerator.process_index
         with open(work / f"seen-{rank}.jsonl", "a", encoding="utf-8") as f:
-            for p in prompts:
-                f.write(json.dumps({"step": int(trainer.state.global_step), "prompt": p}) + "\n")
-    return original(trainer, prompts)
+            for row, keep in zip(kwargs["input_ids"].tolist(), kwargs["attention_mask"].bool().tolist()):
+                ids = [t for t, k in zip(row, keep) if k]
+                problem = int(re.search(r"Problem (\d+):", tok.decode(ids)).group(1))
+                f.write(json.dumps({"step": int(trainer.state.global_step), "problem": problem, "ids": ids}) + "\n")
+    return original(self, *args, **kwargs)
 
 
-GRPOTrainer._tokenize_prompts = spy
-tok = AutoTokenizer.from_pretrained(work / "model")
-model = AutoModelForCausalLM.from_pretrained(work / "model")
+GenerationMixin.generate = spy
 args = grpo_args(work / "run", per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=2,
                  num_iterations=2, shuffle_dataset=True)
-RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok, curriculum=work / "cur").train()
+trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok, curriculum=work / "cur")
+trainer.train()
+(work / f"logs-{trainer.accelerator.process_index}.json").write_text(json.dumps(trainer.state.log_history))
 torch.distributed.destroy_process_group()  # else gloo aborts at interpreter exit

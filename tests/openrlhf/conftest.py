@@ -53,20 +53,25 @@ ROWS = 16
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tokenizer folder (OpenRLHF's ``--actor.model_name_or_path``: only its tokenizer is loaded
-    here) and curricula built from it: ``cur`` (total_steps=4, 4 stages, word cuts) and
-    ``cur_open`` (no total_steps)."""
-    from helpers import make_tokenizer, write_jsonl
+    """Tokenizer folders (OpenRLHF's ``--actor.model_name_or_path``: only its tokenizer is loaded
+    here) and curricula built from them: ``cur`` (total_steps=4, 4 stages, word cuts), ``cur_open``
+    (no total_steps), and ``cur_bos`` built like ``cur`` with ``model_bos``, a tokenizer that adds
+    a BOS token and a template that writes it (Llama style)."""
+    from helpers import BOS_TEMPLATE, make_tokenizer, write_jsonl
     from trl_helpers import tiny_rows
 
     from rtpo_data import BuildConfig, build
 
     root = tmp_path_factory.mktemp("openrlhf")
     model = make_tokenizer(root / "model", vocab_size=600)
+    model_bos = make_tokenizer(root / "model_bos", vocab_size=600, bos=True, template=BOS_TEMPLATE)
     src = write_jsonl(root / "rows.jsonl", tiny_rows(ROWS))
     build(BuildConfig(source=str(src), out=str(root / "cur"), tokenizer=model, total_steps=TOTAL_STEPS, stages=STAGES, unit="word"))
     build(BuildConfig(source=str(src), out=str(root / "cur_open"), tokenizer=model, stages=STAGES, unit="word"))
-    return {"root": root, "model": Path(model), "cur": root / "cur", "cur_open": root / "cur_open"}
+    build(BuildConfig(source=str(src), out=str(root / "cur_bos"), tokenizer=model_bos, total_steps=TOTAL_STEPS,
+                      stages=STAGES, unit="word"))
+    return {"root": root, "model": Path(model), "cur": root / "cur", "cur_open": root / "cur_open",
+            "model_bos": Path(model_bos), "cur_bos": root / "cur_bos"}
 
 
 class _Parsed(Exception):

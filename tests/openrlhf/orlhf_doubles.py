@@ -12,13 +12,16 @@ What is replaced, and nothing else:
   tag folder with a ``latest`` file, as DeepSpeed does. It is a real ``BaseModelActor`` (OpenRLHF's
   ``execute_batch`` dispatch) inside OpenRLHF's real ``RayActorGroup``.
 
-Every request and every training step is appended, one JSON line each, to the file named by
-``$RTPO_TEST_EVENTS``; requests of a step are all written before that step's ``fit`` (the trainer
-waits for all rollouts before training), so the file's order gives each request its step.
+Every request (the prompt and label the engine actor is handed), every generation (the token ids
+that reach the engine, one per sample) and every training step is appended, one JSON line each, to
+the file named by ``$RTPO_TEST_EVENTS``; requests and generations of a step are all written before
+that step's ``fit`` (the trainer waits for all rollouts before training), so the file's order gives
+each its step.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
@@ -60,14 +63,18 @@ class FakeRolloutActor(RolloutRayActor.__ray_actor_class__):
         self.executor = SingleTurnAgentExecutor(remote_rm_url)
         self._mm_pad_token_ids = None
         self._samples_seen: dict[str, int] = {}
+        # per instance: Ray ships this class by value, and a module-level ContextVar does not pickle
+        self._request: contextvars.ContextVar[dict] = contextvars.ContextVar("request")
 
     async def generate_responses(self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples=1, images=None):
         log_event(kind="request", prompt=prompt, label=label, n=num_samples)
+        self._request.set({"label": label, "n": num_samples})  # the executor's tasks below inherit it
         return await super().generate_responses(prompt, label, sampling_params, max_length, hf_tokenizer, num_samples, images)
 
     async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
         text = self.tokenizer.decode(prompt_token_ids)
         row = int(re.search(r"Problem (\d+):", text).group(1))
+        log_event(kind="generate", ids=list(prompt_token_ids), row=row, **self._request.get())
         k = self._samples_seen[text] = self._samples_seen.get(text, -1) + 1
         completion = f" The answer is \\boxed{{{2 * row}}}." if row % 2 == 1 and k % 2 == 0 else " \\boxed{-1}"
         ids = self.tokenizer.encode(completion, add_special_tokens=False)[: sampling_params.max_tokens]

@@ -130,3 +130,52 @@ def test_reward_file_runs_in_openrlhfs_executor(tiny):
     assert right[0]["rewards"].tolist() == [1.0] and wrong[0]["rewards"].tolist() == [0.0]
     assert right[0]["extra_logs"]["hint/kept_fraction"].item() == pytest.approx(1.0)
     assert right[0]["extra_logs"]["hint/step"].item() == 0.0
+
+
+def test_openrlhfs_executor_sends_the_curriculum_ids_to_the_engine(tmp_path):
+    """OpenRLHF's own SingleTurnAgentExecutor tokenizes each prompt with add_special_tokens=False. With a
+    tokenizer that adds BOS and prefixes "▁" to the text's first word only (SentencePiece style, as Llama
+    2 and Mistral), even BOS + prompt text tokenizes to other ids than the curriculum's; handed the
+    dataset's prompt and the trainer's CurriculumTokenizer (through pickle, as Ray sends them), the
+    engine gets the stored ids. The engine is a test double: vLLM cannot run on a CPU."""
+    import pickle
+    from types import SimpleNamespace
+
+    from helpers import BOS_TEMPLATE, make_tokenizer, write_jsonl
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+    from transformers import AutoTokenizer
+    from trl_helpers import tiny_rows
+    from vllm import SamplingParams
+
+    from rtpo_data import BuildConfig, build
+    from rtpo_data.adapters.openrlhf_prompt import CurriculumTokenizer
+
+    model = make_tokenizer(tmp_path / "model", vocab_size=400, bos=True, template=BOS_TEMPLATE, metaspace=True)
+    src = write_jsonl(tmp_path / "rows.jsonl", tiny_rows(4))
+    build(BuildConfig(source=str(src), out=str(tmp_path / "cur"), tokenizer=model, total_steps=4, stages=4, unit="word"))
+    cur = Curriculum.open(tmp_path / "cur")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    ds = CurriculumPromptDataset(cur)
+
+    class Engine:
+        def __init__(self):
+            self.ids = []
+
+        async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+            self.ids.append(list(prompt_token_ids))
+            return SimpleNamespace(outputs=[SimpleNamespace(token_ids=[tokenizer.eos_token_id], finish_reason="stop",
+                                                            logprobs=None)])
+
+    executor = SingleTurnAgentExecutor()
+    for step in (0, 1, 3):
+        ds.set_step(step)
+        _, prompt, label, _ = ds[2]
+        expected = cur.prompt_ids(2, cur.stage_at(step))
+        assert tokenizer(prompt, add_special_tokens=False)["input_ids"] != expected  # the text alone is not enough
+        prompt, wrapped = pickle.loads(pickle.dumps((prompt, CurriculumTokenizer(tokenizer))))
+        engine = Engine()
+        asyncio.run(executor.execute(prompt, label, SamplingParams(max_tokens=4, logprobs=None), 512, wrapped, engine))
+        assert engine.ids == [expected] and expected[0] == tokenizer.bos_token_id
+    # any other text still goes to the tokenizer itself
+    assert wrapped("plain text", add_special_tokens=False)["input_ids"] == tokenizer("plain text", add_special_tokens=False)["input_ids"]
+    assert wrapped.decode(expected) == tokenizer.decode(expected) and len(wrapped) == len(tokenizer)

@@ -5,13 +5,15 @@ One driver process (orlhf_drive.py) runs, in one Ray cluster:
 A. ``python -m openrlhf.cli.train_ppo_ray`` as is, with ``RAY_RUNTIME_ENV_HOOK`` set: GRPO
    (group_norm), 4 samples per prompt, 2 prompts per step, dynamic filtering on, evaluation on the
    curriculum every 2 steps, a checkpoint every step, 2 episodes of 16 rows -> 8 training steps;
-B. ``rtpo_data.adapters.openrlhf.main`` (the wrapper) resuming from A's checkpoint at global step 3.
+B. ``rtpo_data.adapters.openrlhf.main`` (the wrapper) resuming from A's checkpoint at global step 3;
+C. the CLI as in A, with a policy tokenizer that adds BOS and a curriculum built with it (one
+   episode, no dynamic filtering).
 
 Test doubles (orlhf_doubles.py) replace vLLM generation and the DeepSpeed policy model only; the
 trainer actor, sample generator, dynamic filtering, experience maker, rollout actor with its reward
 executor (which loads rtpo-data's reward file), checkpoint states and dataloader are OpenRLHF's.
-The doubles write every generation request and every training step to one event file in the order
-they happen, which gives each request its training step.
+The doubles write every generation request, the token ids of every generation and every training
+step to one event file in the order they happen, which gives each its training step.
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ def _runs(events: list[dict]) -> list[dict]:
     for event in events:
         kind = event["kind"]
         if kind == "run":
-            runs.append({"requests": [], "fits": [], "init": None, "trainer": None, "start": 0})
+            runs.append({"requests": [], "generates": [], "fits": [], "init": None, "trainer": None, "start": 0})
             continue
         run = runs[-1]
         if kind == "init":
             run["init"] = event
             run["start"] = event["resumed_from"] or 0
-        elif kind == "request":
-            run["requests"].append({**event, "at": run["start"] + len(run["fits"])})
+        elif kind in ("request", "generate"):
+            run[f"{kind}s"].append({**event, "at": run["start"] + len(run["fits"])})
         elif kind == "fit":
             run["fits"].append(event)
         elif kind == "driver":
@@ -66,10 +68,15 @@ def runs(tiny, tmp_path_factory):
     # the wrapper fills in --data.prompt_dataset and rtpo-data's reward file itself
     resumed = base_flags(tiny, {**common, "data.prompt_dataset": None, "reward.remote_url": None,
                                 "ckpt.path": str(work / "ckpt_b"), "ckpt.load_enable": ""})
+    # a policy whose tokenizer adds BOS (Llama style), through OpenRLHF's CLI as is
+    bos = base_flags(tiny, {"actor.model_name_or_path": str(tiny["model_bos"]), "data.prompt_dataset": str(tiny["cur_bos"]),
+                            "eval.dataset": str(tiny["cur_bos"]), "eval.steps": "4", "eval.n_samples_per_prompt": str(EVAL_N),
+                            "train.num_episodes": "1", "ckpt.path": str(work / "ckpt_c")})
     plan = [
         {"cli": first},
         {"resume": [str(work / "ckpt_a"), str(work / "ckpt_b"), f"global_step{RESUME_AT}"]},
         {"wrapper": ["--curriculum", str(tiny["cur"]), "--", *resumed]},
+        {"cli": bos},
     ]
     (work / "plan.json").write_text(json.dumps(plan))
     events = work / "events.jsonl"
@@ -90,7 +97,7 @@ def runs(tiny, tmp_path_factory):
     if proc.returncode != 0:
         pytest.fail(f"the OpenRLHF driver failed ({proc.returncode}):\n" + log.read_text()[-6000:])
     parsed = _runs([json.loads(line) for line in events.read_text().splitlines() if line.strip()])
-    assert len(parsed) == 2, log.read_text()[-6000:]
+    assert len(parsed) == 3, log.read_text()[-6000:]
     return parsed
 
 
@@ -103,8 +110,8 @@ def _row(request: dict) -> int:
 
 
 def test_openrlhf_trains_with_rtpo_trainer_installed_by_the_hook(runs):
-    first, resumed = runs
-    assert first["trainer"] == resumed["trainer"] == "rtpo_data.adapters.openrlhf.RTPOPPOTrainer"
+    first, resumed, bos = runs
+    assert first["trainer"] == resumed["trainer"] == bos["trainer"] == "rtpo_data.adapters.openrlhf.RTPOPPOTrainer"
     assert len(first["fits"]) == 8 and first["init"]["resumed_from"] is None
 
 
@@ -156,7 +163,7 @@ def test_dynamic_filtering_replacements_get_the_current_steps_hint(runs, tiny):
 
 def test_evaluation_prompts_have_no_hint(runs, tiny):
     cur = Curriculum.open(tiny["cur"])
-    for run in runs:
+    for run in runs[:2]:  # the runs on `cur`
         evals = [r for r in run["requests"] if r["n"] == EVAL_N]
         by_step: dict[int, list[str]] = {}
         for r in evals:
@@ -171,6 +178,34 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def test_engines_generate_from_the_curriculum_prompt_ids(runs, tiny):
+    """The token ids that reach the rollout engine, sample by sample, are the curriculum's ``prompt_ids``:
+    for training at the step's stage, for evaluation without hint; with a tokenizer that adds BOS
+    (which OpenRLHF's agent would drop: it tokenizes with add_special_tokens=False) exactly one BOS."""
+    from transformers import AutoTokenizer
+
+    first, _, bos = runs
+    for run, name, model in ((first, "cur", "model"), (bos, "cur_bos", "model_bos")):
+        cur = Curriculum.open(tiny[name])
+        generates = run["generates"]
+        assert len(generates) == sum(r["n"] for r in run["requests"])  # every sample of every request
+        for g in generates:
+            row = _row(g)
+            assert row == g["row"]  # the prompt the engine got is the row the label names
+            if g["n"] == N:
+                assert g["label"]["stage"] == cur.stage_at(g["at"])
+                assert g["ids"] == cur.prompt_ids(row, g["label"]["stage"])
+            else:
+                assert g["ids"] == cur.render([row], None, "ids")[0]
+        assert {g["n"] for g in generates} == {N, EVAL_N}
+        tokenizer = AutoTokenizer.from_pretrained(tiny[model])
+        if tokenizer.bos_token_id is not None:
+            assert all(g["ids"][0] == tokenizer.bos_token_id != g["ids"][1] for g in generates)
+            # the text the reward function and the logs see is what the model sees: BOS first
+            assert all(r["prompt"].startswith(tokenizer.bos_token) for r in run["requests"])
+    assert AutoTokenizer.from_pretrained(tiny["model_bos"]).bos_token_id is not None
+
+
 def test_resume_reproduces_the_uninterrupted_run(runs):
     """Step by step, the resumed run draws and trains the same (prompt, label)s as the uninterrupted one.
 
@@ -179,7 +214,7 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
     so the order in which they are logged and batched varies from run to run. Each step's requests
     and trained samples are compared as multisets.
     """
-    first, resumed = runs
+    first, resumed, _ = runs
     assert resumed["init"]["resumed_from"] == RESUME_AT and resumed["start"] == RESUME_AT
 
     def trained(fits):

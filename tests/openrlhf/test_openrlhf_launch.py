@@ -25,7 +25,7 @@ def stock_trainer(monkeypatch):
     import openrlhf.trainer.ppo_trainer as ppo_trainer
 
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", adapter.STOCK_PPO_TRAINER)
-    for name in ("RAY_RUNTIME_ENV_HOOK", adapter.TOTAL_STEPS_ENV):  # the wrapper sets both: restore them after
+    for name in ("RAY_RUNTIME_ENV_HOOK", adapter.TOTAL_STEPS_ENV, adapter.ALLOW_TOKENIZER_ENV):  # the wrapper sets them
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     return ppo_trainer
@@ -217,3 +217,34 @@ def test_wrapper_refuses_a_foreign_ray_hook(tiny, stock_trainer, no_launch, monk
     with pytest.raises(RtpoDataError, match="RAY_RUNTIME_ENV_HOOK"):
         adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny)])
     assert no_launch == []
+
+
+# -- the policy's tokenizer must be the curriculum's ---------------------------------------------------
+
+
+def test_a_policy_tokenizer_that_is_not_the_curriculums_is_refused(tiny, stock_trainer, no_launch, monkeypatch):
+    """Checked by the wrapper and the hook before anything starts, and by the trainer actor with the
+    tokenizer OpenRLHF loads; each says how to go on deliberately."""
+    import os
+
+    from openrlhf.utils.utils import get_tokenizer
+
+    from rtpo_data.errors import TokenizerMismatchError
+
+    other = {"actor.model_name_or_path": str(tiny["model_bos"])}
+    with pytest.raises(TokenizerMismatchError, match=r"tokenizer and chat template differ.*--rtpo.allow_tokenizer_mismatch"):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny, other)])
+    assert no_launch == []
+    args = parse_openrlhf(base_flags(tiny, other))
+    monkeypatch.setattr(sys.modules["__main__"], "args", args, raising=False)
+    with pytest.raises(TokenizerMismatchError, match=str(tiny["model_bos"])):
+        adapter.runtime_env_hook({})
+    cur = Curriculum.open(tiny["cur"])
+    with pytest.raises(TokenizerMismatchError, match=adapter.ALLOW_TOKENIZER_ENV):
+        adapter.check_policy_tokenizer(get_tokenizer(str(tiny["model_bos"]), None, "left"), [cur])
+    adapter.check_policy_tokenizer(get_tokenizer(str(tiny["model"]), None, "left"), [cur])  # the curriculum's own
+    # deliberately: the wrapper's flag sets the variable, the hook passes it on to every worker
+    adapter.main(["--curriculum", str(tiny["cur"]), "--rtpo.allow_tokenizer_mismatch", "--", *base_flags(tiny, other)])
+    assert len(no_launch) == 1 and os.environ[adapter.ALLOW_TOKENIZER_ENV] == "1"
+    assert adapter.runtime_env_hook({})["env_vars"][adapter.ALLOW_TOKENIZER_ENV] == "1"
+    adapter.check_policy_tokenizer(get_tokenizer(str(tiny["model_bos"]), None, "left"), [cur])
