@@ -311,6 +311,11 @@ class RTPOTrainer(GRPOTrainer):
             )
         else:
             total = built
+        if total is None and self.rtpo_horizon == "curriculum":
+            raise RtpoDataError(
+                f"horizon='curriculum', but {self.curriculum.path} was built without --total-steps. Rebuild it "
+                "with --total-steps, or pass horizon='trainer' to run the schedule over max_steps."
+            )
         if total is None:
             raise RtpoDataError(
                 "The schedule's horizon is unknown: the curriculum was built without --total-steps and the "

@@ -70,9 +70,9 @@ class Preset:
     layers: int = 4
     heads: int = 4
     # starting policy
-    sft_steps: int = 300
+    sft_steps: int = 1000
     sft_batch: int = 32
-    sft_lr: float = 1e-3
+    sft_lr: float = 2e-3
     # RL (all arms)
     rl_steps: int = 150
     prompts_per_step: int = 8
@@ -296,7 +296,7 @@ def measure_start(model: Any, tok: Any, paths: dict[str, Path], p: Preset) -> di
 # ------------------------------------------------------------------------------------------- one RL run
 
 
-def run_one(out: Path, arm: str, seed: int, p: Preset, threads: int) -> dict[str, Any]:
+def run_one(out: Path, arm: str, seed: int, p: Preset, threads: int, tag: str = "") -> dict[str, Any]:
     """GRPO through RTPOTrainer from the starting policy: one arm, one seed."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
@@ -306,7 +306,7 @@ def run_one(out: Path, arm: str, seed: int, p: Preset, threads: int) -> dict[str
     from rtpo_data.rewards import accuracy_reward
 
     torch.set_num_threads(threads)
-    run_dir = out / "runs" / f"{arm}-seed{seed}"
+    run_dir = out / "runs" / f"{arm}-seed{seed}{tag}"
     # the curriculum's tokenizer folder: loaded from sft/, whose config.json names a Qwen2 model,
     # transformers would give a Qwen2Tokenizer with a byte-level pre-tokenizer that drops spaces here
     tok = AutoTokenizer.from_pretrained(out / "tokenizer")
@@ -388,9 +388,10 @@ def run_one(out: Path, arm: str, seed: int, p: Preset, threads: int) -> dict[str
     return metrics
 
 
-def _run_one_job(job: tuple[str, str, int, dict[str, Any], int]) -> dict[str, Any]:
-    out, arm, seed, preset, threads = job
-    return run_one(Path(out), arm, seed, Preset(**preset), threads)
+def _run_one_job(job: tuple[str, str, int, dict[str, Any], int, str]) -> dict[str, Any]:
+    out, arm, seed, preset, threads, tag = job
+    return run_one(Path(out), arm, seed, Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in preset.items()}),
+                   threads, tag)
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -424,7 +425,7 @@ def summarize(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
-def plot(out: Path, runs: dict[str, dict[str, dict[str, Any]]]) -> list[Path]:
+def plot(out: Path, runs: dict[str, dict[str, dict[str, Any]]], tag: str = "") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -456,7 +457,7 @@ def plot(out: Path, runs: dict[str, dict[str, dict[str, Any]]]) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    written.append(out / "accuracy.png")
+    written.append(out / f"accuracy{tag}.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
@@ -471,7 +472,7 @@ def plot(out: Path, runs: dict[str, dict[str, dict[str, Any]]]) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    written.append(out / "generated_tokens.png")
+    written.append(out / f"generated_tokens{tag}.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
@@ -488,7 +489,7 @@ def plot(out: Path, runs: dict[str, dict[str, dict[str, Any]]]) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    written.append(out / "training.png")
+    written.append(out / f"training{tag}.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written
@@ -563,6 +564,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", help="RL seeds (default: the preset's).")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--jobs", type=int, help="Runs in parallel (each with cores / jobs threads).")
+    parser.add_argument("--rl-lr", type=float, help="RL learning rate for every arm (default: the preset's); "
+                        "runs at another rate than the preset's go to runs/ARM-seedS-lrX.")
     parser.add_argument("--fresh", action="store_true", help="Delete --out first instead of continuing it.")
     a = parser.parse_args(argv)
     if a.smoke and a.device == "cuda":
@@ -572,6 +575,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p = dataclasses.replace(p, seeds=tuple(a.seeds))
     if a.jobs:
         p = dataclasses.replace(p, jobs=a.jobs)
+    if a.rl_lr:
+        p = dataclasses.replace(p, rl_lr=a.rl_lr)
+    tag = "" if p.rl_lr == PRESETS["smoke" if a.smoke else a.device].rl_lr else f"-lr{p.rl_lr:g}"
     if p.device == "cuda":
         import torch
 
@@ -592,10 +598,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"[3/4] RL: arms {', '.join(a.arms)} x seeds {list(p.seeds)}", flush=True)
     jobs = [(arm, seed) for seed in p.seeds for arm in a.arms
-            if not (out / "runs" / f"{arm}-seed{seed}" / "metrics.json").exists()]
+            if not (out / "runs" / f"{arm}-seed{seed}{tag}" / "metrics.json").exists()]
     threads = max(1, (os.cpu_count() or 1) // p.jobs) if p.device == "cpu" else 1
     preset = dataclasses.asdict(p)
-    work = [(str(out), arm, seed, preset, threads) for arm, seed in jobs]
+    work = [(str(out), arm, seed, preset, threads, tag) for arm, seed in jobs]
     if p.jobs > 1 and len(work) > 1:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(p.jobs, mp_context=context) as pool:
@@ -612,7 +618,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     for arm in a.arms:
         for seed in p.seeds:
-            runs.setdefault(arm, {})[str(seed)] = json.loads((out / "runs" / f"{arm}-seed{seed}" / "metrics.json").read_text())
+            metrics = out / "runs" / f"{arm}-seed{seed}{tag}" / "metrics.json"
+            runs.setdefault(arm, {})[str(seed)] = json.loads(metrics.read_text())
     results = {
         "config": {**preset, "mode": "smoke" if a.smoke else p.device, "threads_per_run": threads},
         "machine": machine(),
@@ -623,9 +630,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summarize(runs),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(results))
-    for path in plot(out, runs):
+    (out / f"results{tag}.json").write_text(json.dumps(results, indent=1))
+    (out / f"results{tag}.md").write_text(markdown(results))
+    for path in plot(out, runs, tag):
         print(f"      wrote {path}", flush=True)
     for arm, s in results["summary"].items():
         acc, tokens = s["final_no_hint_accuracy"], s["generated_tokens_total"]

@@ -129,6 +129,10 @@ def test_missing_horizon_uses_max_steps(tmp_path):
                           processing_class=tok, curriculum=cur_dir)
     trainer.train()
     assert trainer.rtpo_total_steps() == 2
+    trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=grpo_args(tmp_path / "run2", max_steps=2),
+                          processing_class=tok, curriculum=cur_dir, horizon="curriculum")
+    with pytest.raises(RtpoDataError, match="horizon='curriculum', but .* was built without --total-steps"):
+        trainer.train()
 
 
 def test_prompt_that_cannot_fit_is_refused(tmp_path):
