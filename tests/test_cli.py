@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import make_tokenizer, write_jsonl
-from rtpo_data.cli.main import app
+from rtpo_data.cli.main import _stage_table, app
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
@@ -53,6 +53,25 @@ def test_inspect_summary_row_json_plot(built: Path, tmp_path: Path) -> None:
     assert rec["prompt"][rec["hint_start"]:rec["hint_end"]] and rec["stage"] == 1
     png = tmp_path / "cur.png"
     assert run("inspect", built, "--plot", png).exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stage_table_fits_80_columns(built: Path) -> None:
+    from rich.console import Console
+
+    # The widest figures a real curriculum reaches: a million rows, 16k-token hints, six-digit steps.
+    widest = [{"stage": s, "steps": [s * 12_500, None if s == 19 else s * 12_500 + 12_499], "fraction": 1 - s / 19,
+               "kept_fraction_mean": 0.5, "hint_tokens_mean": 16_384.0, "hint_tokens_p95": 16_384.0,
+               "rows_with_hint": 1_000_000, "rollout_tokens_saved_pct": 100.0} for s in range(20)]
+    console = Console(width=80, record=True)
+    console.print(_stage_table(widest))
+    text = console.export_text()
+    assert "\u2026" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "237500-" in text and "1,000,000" in text and "16384.0" in text
+    for header in ("stage", "target", "fraction", "hint mean", "with hint", "saved"):
+        assert header in text
+    result = run("inspect", built)
+    assert "\u2026" not in result.output and "with hint" in result.output, result.output
 
 
 def test_verify_passes_and_json(built: Path) -> None:
