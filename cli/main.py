@@ -338,6 +338,80 @@ train_app = typer.Typer(help="Train with a curriculum through a trainer's own co
 app.add_typer(train_app, name="train")
 
 
+# What `train trl --help` / `train openrlhf --help` print when the trainer is not installed. With the
+# trainer installed, its own parser prints the full help (every GRPOConfig flag, for TRL).
+_TRAIN_HELP = {
+    "trl": """\
+Usage: rtpo-data train trl --curriculum DIR --model_name_or_path MODEL [TRL flags]
+                           [--config grpo.yaml]
+
+  GRPO in TRL (GRPOTrainer) with each prompt rendered from the curriculum at the
+  step it is generated for. Launch on several GPUs with
+  accelerate launch -m rtpo_data.adapters.trl ... (see docs/trl.md).
+
+rtpo-data options:
+  --curriculum DIR       Curriculum directory built by rtpo-data build.
+  --reward_funcs PATH..  Reward functions as dotted import paths
+                         (default: rtpo_data.rewards.accuracy_reward).
+  --horizon MODE         Schedule horizon when curriculum and max_steps differ:
+                         auto (default), curriculum, trainer.
+  --eval_without_hint    Evaluate on every curriculum row without hint.
+
+TRL options: every GRPOConfig and ModelConfig flag (--model_name_or_path,
+--output_dir, --max_steps, --use_vllm, --use_peft, ...) and --config FILE.YAML.
+They are listed here once TRL is installed: pip install 'rtpo-data[trl]'.
+""",
+    "openrlhf": """\
+Usage: rtpo-data train openrlhf --curriculum DIR [--rtpo.total_steps N]
+                                -- <openrlhf.cli.train_ppo_ray flags>
+
+  Run OpenRLHF's own CLI (openrlhf.cli.train_ppo_ray) with prompts from an
+  rtpo-data curriculum, rendered for each training step (see docs/openrlhf.md).
+
+rtpo-data options:
+  --curriculum DIR       Curriculum directory built by rtpo-data build (becomes
+                         --data.prompt_dataset).
+  --rtpo.total_steps N   Schedule horizon in training steps (default: the
+                         curriculum's --total-steps).
+
+Everything after -- goes to OpenRLHF unchanged. Needs OpenRLHF 0.11.2 and its
+GPU stack: pip install 'rtpo-data[openrlhf]' 'openrlhf[vllm]==0.11.2'.
+""",
+}
+
+
+def _asks_for_help(args: list[str]) -> bool:
+    """``-h``/``--help`` among rtpo-data's own arguments (what follows ``--`` belongs to the trainer)."""
+    ours = args[: args.index("--")] if "--" in args else args
+    return any(a in ("-h", "--help") for a in ours)
+
+
+def _trainer_help(trainer: str, main: Any) -> None:
+    """The trainer's full help when it is installed (its parser prints it and exits 0), else ours.
+
+    ``main`` imports the adapter; a trainer that is not installed makes that an ImportError, and
+    help must work without it: the install hint is for when the command runs.
+    """
+    try:
+        run = main()
+    except ImportError:
+        print(_TRAIN_HELP[trainer], end="")
+        return
+    run(["--help"])
+
+
+def _trl_main() -> Any:
+    from rtpo_data.adapters.trl import main
+
+    return main
+
+
+def _openrlhf_main() -> Any:
+    from rtpo_data.adapters.openrlhf import main
+
+    return main
+
+
 @train_app.command(
     "trl",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
@@ -345,10 +419,12 @@ app.add_typer(train_app, name="train")
 )
 def train_trl(ctx: typer.Context) -> None:
     """GRPO in TRL: --curriculum DIR plus any GRPOConfig / ModelConfig flag or --config grpo.yaml."""
+    args = list(ctx.args)
+    if _asks_for_help(args):
+        _trainer_help("trl", _trl_main)
+        return
     try:
-        from rtpo_data.adapters.trl import main as trl_main
-
-        trl_main(list(ctx.args))
+        _trl_main()(args)
     except ImportError as exc:
         raise fail(RtpoDataError(f"{exc}")) from None
     except RtpoDataError as exc:
@@ -362,12 +438,16 @@ def train_trl(ctx: typer.Context) -> None:
 )
 def train_openrlhf(ctx: typer.Context) -> None:
     """GRPO in OpenRLHF's Ray trainer: --curriculum DIR [--rtpo.total_steps N] -- <openrlhf.cli.train_ppo_ray flags>."""
+    args = list(ctx.args)
+    if _asks_for_help(args):
+        _trainer_help("openrlhf", _openrlhf_main)
+        return
     try:
-        from rtpo_data.adapters.openrlhf import main as openrlhf_main
+        openrlhf_main = _openrlhf_main()
     except ImportError as exc:
         raise fail(RtpoDataError(f"{exc}")) from None
     try:
-        openrlhf_main(list(ctx.args))
+        openrlhf_main(args)
     except RtpoDataError as exc:
         raise fail(exc) from None
 
