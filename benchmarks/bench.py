@@ -16,7 +16,10 @@ build   ``rtpo_data.build`` versus the bare fast tokenizer (``tok(traces, add_sp
         probing the template and writing the manifest); ``num_proc=2`` versus 1.
 render  one generation batch of 1,024 prompts (random rows, random training step) with
         ``Curriculum.prompts`` / ``prompt_ids_batch`` versus the old RTPO per-micro-step code
-        (encode the whole trace, keep ``int(f * len)`` tokens, decode, concatenate).
+        (encode the whole trace, keep ``int(f * len)`` tokens, decode, concatenate); and the
+        per-row methods (``prompt``, ``prompt_ids``, ``hint``, ``messages``: one row per call, as a
+        user's own dataset class calls them) on the built-in example, MATH and the R1 rows, next
+        to the batch path's cost per row.
 scale   curricula of 10k, 100k and 1M GSM8K-like rows: ``Curriculum.open`` time and RSS in a fresh
         process, render cost, build peak RSS, bytes on disk per row.
 
@@ -453,6 +456,32 @@ def child_render(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def child_perrow(p: dict[str, Any]) -> dict[str, Any]:
+    """Per-row methods, one row per call, over random (row, stage) pairs: microseconds per call
+    (best of ``reps`` passes over ``calls`` pairs), and the batch path's microseconds per row for
+    the same pairs (``prompts`` / ``prompt_ids_batch`` of all of them at once)."""
+    import numpy as np
+
+    import rtpo_data
+
+    cur = rtpo_data.Curriculum.open(p["curriculum"])
+    rng = np.random.default_rng(0)
+    calls = p["calls"]
+    pairs = list(zip(rng.integers(0, len(cur), calls).tolist(), rng.integers(0, cur.num_stages, calls).tolist()))
+    out: dict[str, Any] = {"rows": len(cur), "calls": calls,
+                           "mean_prompt_tokens": float(np.mean([len(cur.prompt_ids(i, s)) for i, s in pairs]))}
+    for name in ("prompt", "prompt_ids", "hint", "messages"):
+        method = getattr(cur, name)
+        for i, s in pairs[:16]:  # warm-up: first use of each column
+            method(i, s)
+        best = min(_timed(lambda m=method: [m(i, s) for i, s in pairs])[0] for _ in range(p["reps"]))
+        out[f"{name}_us"] = best / calls * 1e6
+    idx, st = np.array([i for i, _ in pairs]), np.array([s for _, s in pairs])
+    out["batch_text_us"] = min(_timed(lambda: cur.prompts(idx, st))[0] for _ in range(p["reps"])) / calls * 1e6
+    out["batch_ids_us"] = min(_timed(lambda: cur.prompt_ids_batch(idx, st))[0] for _ in range(p["reps"])) / calls * 1e6
+    return out
+
+
 def child_open(p: dict[str, Any]) -> dict[str, Any]:
     """A fresh process: time and RSS of ``Curriculum.open`` (cold: the first in the process, with
     whatever it imports lazily; warm: a second, independent open, RSS of the first such, time the
@@ -513,6 +542,7 @@ CHILDREN = {
     "profile": child_profile,
     "render": child_render,
     "open": child_open,
+    "perrow": child_perrow,
     "build_mem": child_build_mem,
 }
 
@@ -726,6 +756,29 @@ def section_render(args: Any, paths: dict[str, Path], work: Path, table: Table, 
                       old / (tk * scale) >= 1000, note=f"{_fmt_s(tk)}; MALLOC_TRIM_THRESHOLD_={MALLOC_TRIM}")
 
 
+def section_perrow(args: Any, paths: dict[str, Path], work: Path, table: Table, raw: dict[str, Any]) -> None:
+    """Per-row methods on typical rows (the built-in example, MATH) and on long R1 rows."""
+    example = ROOT / "rtpo_data" / "examples" / "mixed_math.jsonl"
+    sets = {"built-in example": (example, work / "curricula" / "perrow-example"),
+            "MATH test": (paths["math"], work / "curricula" / f"perrow-math-{dataset_specs(args.quick)['math'][1]}")}
+    r1 = work / "curricula" / f"render-r1_8k-{RENDER_ROWS_QUICK if args.quick else RENDER_ROWS}"
+    table.section("2b. per-row methods, one row per call (random rows and stages)")
+    raw["perrow"] = {}
+    for label, (source, out) in sets.items():
+        if not (out / "manifest.json").exists():
+            run_child("build_e2e", {"source": str(source), "out": str(out), "batch_size": 512})
+    for label, cur in [*((k, v[1]) for k, v in sets.items()), ("synthetic R1 ~8k tok", r1)]:
+        r = run_child("perrow", {"curriculum": str(cur), "calls": 2000 if args.quick else 20000, "reps": 5})
+        raw["perrow"][label] = r
+        typical = label != "synthetic R1 ~8k tok"
+        for name in ("prompt", "prompt_ids", "hint", "messages"):
+            us = r[f"{name}_us"]
+            table.add(f"{label}: {name}(i, stage)", f"{us:.2f} us", "<= 5 us" if typical else "",
+                      us <= 5 if typical else None, note=f"{r['mean_prompt_tokens']:,.0f} prompt tokens on average")
+        table.add(f"{label}: batch path, per row", f"{r['batch_text_us']:.2f} / {r['batch_ids_us']:.2f} us",
+                  note=f"prompts / prompt_ids_batch of the same {r['calls']:,} pairs at once")
+
+
 def section_scale(args: Any, paths: dict[str, Path], work: Path, table: Table, raw: dict[str, Any],
                   sizes: list[int]) -> None:
     num_proc = 1 if args.quick else 2
@@ -838,6 +891,8 @@ def main() -> None:
             print(f"\n{title}", flush=True)
             t0 = time.perf_counter()
             fn(args, paths, work, table, raw, *([sizes] if name == "scale" else []))
+            if name == "render":
+                section_perrow(args, paths, work, table, raw)
             raw.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
             print(f"  ({name}: {raw['section_seconds'][name]:.0f} s)", flush=True)
     raw["table"] = table.rows

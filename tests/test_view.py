@@ -74,6 +74,25 @@ def test_one_stage_for_all_and_every_stage(curriculum: Curriculum) -> None:
         assert [cur.hint(i, stage) for i in idx] == [cur.trace(i)[: cur.cut(i, stage)[1]] for i in idx]
 
 
+def test_per_row_methods_match_the_batch_methods(curriculum: Curriculum) -> None:
+    cur = curriculum
+    for i in range(len(cur)):
+        for stage in range(cur.num_stages):
+            text, ids = _reference(cur, i, stage)
+            assert cur.prompt(i, stage) == text, (i, stage)
+            assert cur.prompt_ids(i, stage) == ids, (i, stage)
+            assert cur.hint(i, stage) == cur.trace(i)[: cur.cut(i, stage)[1]]
+            assert cur.messages(i, stage) == cur.messages_batch([i], stage)[0], (i, stage)
+    row = cur.table().slice(96, 1).to_pylist()[0]
+    assert (cur.row_id(-1), cur.trace(-1), cur.answer(-1)) == (row["row_id"], row["trace"], row["answer"])
+    assert cur.prompt(np.int64(96), np.int32(0)) == cur.prompt(-1, 0)
+    assert not all(cur.trace(i).isascii() for i in range(len(cur)))  # the multi-byte path was exercised
+    with pytest.raises(IndexError, match="row 97 out of range"):
+        cur.prompt(97, 0)
+    with pytest.raises(RtpoDataError, match="stage 5 out of range"):
+        cur.prompt_ids(0, 5)
+
+
 def test_messages_carry_the_same_hint(curriculum: Curriculum) -> None:
     cur = curriculum
     placement = cur.manifest["prompt"]["placement"]
