@@ -19,7 +19,7 @@ import json
 import operator
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,9 @@ import pyarrow as pa
 from rtpo_data.artifact import TABLES, open_shard, read_manifest
 from rtpo_data.errors import ArtifactError, RtpoDataError
 from rtpo_data.schedule import stage_at as _stage_at
+
+if TYPE_CHECKING:
+    from rtpo_data.view import CurriculumView
 
 OUTPUTS = ("text", "messages", "ids")
 
@@ -451,44 +454,33 @@ class Curriculum:
             return [x.tolist() for x in self.prompt_ids_batch(indices, stage)]
         return self.messages_batch(indices, stage)
 
+    def _id_arrays(self, indices: Sequence[int], stage: int | None) -> list[np.ndarray]:
+        """Prompt ids as int32 arrays; ``stage=None``: with no hint at all."""
+        if stage is None:
+            return self._col("bare_ids").ids(self._locate(self._indices(indices)))
+        return self.prompt_ids_batch(indices, stage)
+
     # -- datasets views ----------------------------------------------------------------------------
 
-    def view(self, step: int, total_steps: int | None = None, output: str = "text") -> Any:
-        """A ``datasets.Dataset`` of every row as seen at training ``step``.
+    def view(self, step: int, total_steps: int | None = None, output: str = "text") -> CurriculumView:
+        """Every row as seen at training ``step``, as a ``datasets.Dataset`` (a :class:`CurriculumView`).
 
         Columns: ``row_id``, ``prompt`` (text, chat messages or token ids per ``output``), ``answer``
-        and the kept columns. Prompts are rendered lazily on access, so building the view is O(1).
+        and the kept columns. Making the view renders nothing; each access renders the rows it returns.
         """
         return self._dataset(self.stage_at(step, total_steps), output)
 
-    def stage_view(self, stage: int, output: str = "text") -> Any:
+    def stage_view(self, stage: int, output: str = "text") -> CurriculumView:
+        """Every row at ``stage``, as :meth:`view`."""
         return self._dataset(self._check_stage(stage), output)
 
-    def eval_view(self, output: str = "text") -> Any:
-        """Every row with no hint at all (the prompt the model gets when it reasons alone)."""
+    def eval_view(self, output: str = "text") -> CurriculumView:
+        """Every row with no hint at all (the prompt the model gets when it reasons alone), as :meth:`view`."""
         return self._dataset(None, output)
 
-    def _dataset(self, stage: int | None, output: str) -> Any:
-        import datasets
+    def _dataset(self, stage: int | None, output: str) -> CurriculumView:
+        from rtpo_data.view import CurriculumView
 
         if output not in OUTPUTS:
             raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
-        columns = ["row_id", "answer", *self.kept_columns]
-        table = self._rows.select(columns).append_column("__index__", pa.array(np.arange(len(self))))
-        # An explicit fingerprint: otherwise datasets hashes the whole table (O(rows), and it fails
-        # to pickle some pyarrow types on Python 3.12).
-        ds = datasets.Dataset(table, fingerprint=f"{self.fingerprint}-view-{stage}-{output}")
-        return ds.with_transform(_Render(self, stage, output, columns))
-
-
-class _Render:
-    """The lazy ``prompt`` column of :meth:`Curriculum.view` (a class, so the view pickles)."""
-
-    def __init__(self, cur: Curriculum, stage: int | None, output: str, columns: list[str]) -> None:
-        self.cur, self.stage, self.output, self.columns = cur, stage, output, columns
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        prompts = self.cur.render(batch["__index__"], self.stage, self.output)
-        out = {"row_id": batch["row_id"], "prompt": prompts}
-        out.update({c: batch[c] for c in self.columns if c != "row_id"})
-        return out
+        return CurriculumView.create(self, stage, output)
