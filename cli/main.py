@@ -129,6 +129,7 @@ def build(
     unit: Annotated[Optional[str], typer.Option(help="Cut unit: token, word (default), line, sentence, paragraph, regex:PATTERN.")] = None,
     measure: Annotated[Optional[str], typer.Option(help="Fraction counts tokens (default) or units.")] = None,
     on_invalid: Annotated[Optional[str], typer.Option(help="Invalid rows: skip (default, counted) or error.")] = None,
+    on_leak: Annotated[Optional[str], typer.Option(help="Rows whose trace states the gold answer before its end: keep (default), trim (end the trace before that statement) or drop.")] = None,
     num_proc: Annotated[Optional[int], typer.Option(help="Tokenization processes.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per batch.")] = None,
     shard_rows: Annotated[Optional[int], typer.Option(help="Rows per shard.")] = None,
@@ -152,7 +153,7 @@ def build(
             "think": think, "schedule": schedule, "direction": direction, "stages": stages,
             "total_steps": total_steps, "start": start, "end": end, "rate": rate, "value": value,
             "milestones": _floats(milestones), "values": _floats(values), "fractions": _floats(fractions),
-            "unit": unit, "measure": measure, "on_invalid": on_invalid, "num_proc": num_proc,
+            "unit": unit, "measure": measure, "on_invalid": on_invalid, "on_leak": on_leak, "num_proc": num_proc,
             "batch_size": batch_size, "shard_rows": shard_rows, "check_sample": check_sample,
             "limit": limit, "overwrite": overwrite,
         }
@@ -170,6 +171,15 @@ def build(
         err_console.print("[bold red]Interrupted:[/] nothing was written.")
         raise typer.Exit(130) from None
     _print_build_summary(result)
+
+
+def _leak_handling(stats: dict[str, Any]) -> str:
+    """What --on-leak did, for the build summary and inspect."""
+    leaks = stats.get("leaks") or {"on_leak": "keep"}
+    if leaks["on_leak"] == "keep":
+        return "--on-leak keep: traces kept as they are (inspect --verify reports hints that state the answer)"
+    return (f"--on-leak {leaks['on_leak']}: {leaks['rows_trimmed']:,} rows trimmed before the statement of the answer, "
+            f"{leaks['rows_dropped']:,} dropped")
 
 
 def _print_build_summary(result: Any) -> None:
@@ -193,6 +203,7 @@ def _print_build_summary(result: Any) -> None:
         f"  hint      mean tokens per stage: {hint}",
         f"  checks    drift {m['checks']['drift_rate']:.2%}, leaks {m['checks']['leak_rate']:.2%} "
         f"on {m['checks']['sample_rows']} sampled rows x {m['num_stages']} stages",
+        f"  leaks     {_leak_handling(s)}",
     ]
     for w in m["schedule"].get("warnings", []):
         lines.append(f"  [yellow]warning[/]   {w}")
@@ -209,6 +220,7 @@ def inspect(
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: schedule, hint tokens per stage, trace lengths.")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Check checksums, invariants, token exactness, drift and leaks on every row.")] = False,
+    max_leak_rate: Annotated[float, typer.Option(help="With --verify: fail when more than this fraction of hints state the gold answer.")] = 0.01,
 ) -> None:
     """Show what is in a curriculum; --verify proves it exact (exit 1 if a check fails)."""
     import json
@@ -222,7 +234,7 @@ def inspect(
         if verify:
             from rtpo_data.verify import verify as run_verify
 
-            result = run_verify(path)
+            result = run_verify(path, max_leak_rate=max_leak_rate)
             if output_format == "json":
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
             else:
@@ -266,7 +278,8 @@ def _print_summary(d: dict[str, Any]) -> None:
         f"  schedule   {sched['kind']} {sched['direction']}, {sched['num_stages']} stages, total steps "
         f"{sched.get('total_steps') or 'set at train time'}\n"
         f"  checks     drift {d['checks']['drift_rate']:.2%}, leaks {d['checks']['leak_rate']:.2%} "
-        f"(build sample of {d['checks']['sample_rows']} rows; --verify checks all)",
+        f"(build sample of {d['checks']['sample_rows']} rows; --verify checks all)\n"
+        f"  leaks      {_leak_handling(d['stats'])}",
         highlight=False,
         soft_wrap=True,
     )
@@ -331,6 +344,10 @@ def _print_verify(result: Any) -> None:
                           + (f"  [dim]{c.note}[/]" if c.note else ""), highlight=False)
         for e in c.examples:
             out_console.print(f"      {e}", highlight=False, markup=False)
+        if c.max_rate is not None and c.rows_failed:
+            more = f" (first {len(c.rows):,} listed by --format json)" if c.rows_failed > len(c.rows) else ""
+            out_console.print(f"      {c.rows_failed:,} rows flagged{more}: {', '.join(c.rows[:20])}"
+                              + (", ..." if c.rows_failed > 20 else ""), highlight=False, markup=False, soft_wrap=True)
     out_console.print("[bold green]All checks passed.[/]" if result.ok else "[bold red]Some checks failed.[/]")
 
 

@@ -45,7 +45,7 @@ from rtpo_data.artifact import (
     shard_infos_to_json,
     write_manifest,
 )
-from rtpo_data.checks import drifted, leaks_answer
+from rtpo_data.checks import answer_statement, drifted, leaks_answer
 from rtpo_data.config import BuildConfig
 from rtpo_data.cuts import CutUnit, batch_cuts
 from rtpo_data.errors import RtpoDataError
@@ -97,6 +97,7 @@ class _BatchOut:
     hint_token_sums: np.ndarray | None = None
     kept_fraction_sums: np.ndarray | None = None
     checked_rows: int = 0
+    leak_trimmed: int = 0  # rows whose trace --on-leak trim ended before the statement of the answer
     drift: np.ndarray | None = None  # per stage: checked rows whose prompt drifted
     leaks: np.ndarray | None = None  # per stage: checked rows whose hint leaks the answer
 
@@ -174,14 +175,23 @@ class _BatchProcessor:
                     raise RtpoDataError(f"{exc} (use --on-invalid skip to drop such rows)") from None
                 out.dropped[exc.reason] += 1
                 continue
+            answer = valid.answer if valid.answer is not None else split.answer
+            trace = split.trace
+            if self.config.on_leak != "keep":
+                cut = answer_statement(trace, answer)
+                if cut is not None:
+                    trace = trace[:cut].rstrip()
+                    if self.config.on_leak == "drop" or not trace:
+                        # drop; or trim, with nothing left before the statement of the answer
+                        out.dropped["answer_leak" if self.config.on_leak == "drop" else "answer_leak_no_trace"] += 1
+                        continue
+                    out.leak_trimmed += 1
             prompt = valid.prompt if not isinstance(valid.prompt, str) else self._text(valid.prompt)
             parts.append(self.renderer.render(prompt, row=position))
             out.split_formats[split.format] += 1
-            answer = valid.answer
-            if answer is None and split.answer is not None:
-                answer = split.answer
+            if valid.answer is None and split.answer is not None:
                 out.answers_derived += 1
-            traces.append(split.trace)
+            traces.append(trace)
             answers.append(answer)
             keep.append(valid)
         n = len(keep)
@@ -607,6 +617,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
     hint_sums = np.zeros(k_stages, dtype=np.int64)
     kept_sums = np.zeros(k_stages, dtype=np.float64)
     checked = 0
+    leak_trimmed = 0
     drift = np.zeros(k_stages, dtype=np.int64)
     leaks = np.zeros(k_stages, dtype=np.int64)
     total_rows = count_rows(spec)
@@ -620,6 +631,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
             for result in _ordered_results(config, cmap, source_name, batches, probe):
                 read += result.read
                 dropped.update(result.dropped)
+                leak_trimmed += result.leak_trimmed
                 if result.rows is not None:
                     if rows_writer is None:
                         rows_writer = ShardWriter(tmp, "rows", result.rows.schema, config.shard_rows)
@@ -699,6 +711,12 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
             "prompt_tokens": _percentiles(prompts),
             "hint_tokens_mean": [round(float(x) / kept, 2) for x in hint_sums],
             "kept_fraction_mean": [round(float(x) / kept, 4) for x in kept_sums],
+            # --on-leak: what happened to rows whose trace states the gold answer before its end
+            "leaks": {
+                "on_leak": config.on_leak,
+                "rows_trimmed": leak_trimmed,
+                "rows_dropped": int(dropped["answer_leak"] + dropped["answer_leak_no_trace"]),
+            },
         },
         "checks": {
             "sample_rows": checked,
