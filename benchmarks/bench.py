@@ -86,6 +86,29 @@ def math_rows() -> list[dict[str, Any]]:
             for i, d in enumerate(rows)]
 
 
+def champ_rows() -> list[dict[str, Any]]:
+    """Model-written solutions from CHAMP (the ``champ-dataset`` package, MIT): in every conversation,
+    the model's first reply (its worked solution; a later turn only summarizes it), when complete,
+    as ``id, problem, solution, answer``, in the package's order (problem, then model and prompt
+    setting): 270 competition problems, about 19k solutions by GPT-3.5, GPT-4, PaLM 2 and Llama 2
+    models, which state their answers in prose rather than in a box."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("champ_dataset")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the CHAMP model-written solutions come from champ-dataset: pip install --no-deps champ-dataset")
+    path = Path(next(iter(spec.submodule_search_locations))) / "dataset_files" / "v0.json"
+    problems = json.loads(path.read_text(encoding="utf-8"))["problems"]
+    rows = []
+    for pid, problem in problems.items():
+        for setting, conversation in problem.get("conversations", {}).items():
+            replies = [m for m in conversation.get("messages") or [] if str(m.get("role", "")).startswith("Model.")]
+            if replies and replies[0].get("text") and replies[0].get("error") is None:
+                rows.append({"id": f"{pid}|{setting}", "problem": problem["_text"], "solution": replies[0]["text"],
+                             "answer": problem["_answer"]})
+    return rows
+
+
 _WORDS = (
     "Let us compute the value of x so we get then since this means that first next therefore substitute "
     "into equation term sum product both sides divide multiply by and is are we have it gives check again "
