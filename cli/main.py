@@ -133,7 +133,7 @@ def build(
     num_proc: Annotated[Optional[int], typer.Option(help="Tokenization processes.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per batch.")] = None,
     shard_rows: Annotated[Optional[int], typer.Option(help="Rows per shard.")] = None,
-    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked for drift and leaks during the build.")] = None,
+    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked during the build: every stage for leaks, one stage each for drift.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Read only the first N rows.")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
@@ -201,8 +201,9 @@ def _print_build_summary(result: Any) -> None:
         f"  schedule  {m['schedule']['kind']} {m['schedule']['direction']}, {m['num_stages']} stages, "
         f"unit {m['unit']}; fractions {fr}",
         f"  hint      mean tokens per stage: {hint}",
-        f"  checks    drift {m['checks']['drift_rate']:.2%}, leaks {m['checks']['leak_rate']:.2%} "
-        f"on {m['checks']['sample_rows']} sampled rows x {m['num_stages']} stages",
+        f"  checks    drift {m['checks']['drift_rate']:.2%} of {m['checks'].get('sample_prompts', 0):,} prompts, "
+        f"leaks {m['checks']['leak_rate']:.2%} of {m['checks']['sample_rows']:,} rows x {m['num_stages']} stages "
+        f"(a sample; inspect --verify checks all)",
         f"  leaks     {_leak_handling(s)}",
     ]
     for w in m["schedule"].get("warnings", []):

@@ -88,5 +88,5 @@ def answer_statement(trace: str, answer: str | None) -> int | None:
 
 def drifted(backend: Any, texts: Sequence[str], expected: Sequence[Sequence[int]]) -> list[bool]:
     """For each text, whether trainer-style tokenization differs from the expected ids."""
-    encs = backend.encode_batch(list(texts), add_special_tokens=True)
+    encs = backend.encode_batch_fast(list(texts), add_special_tokens=True)
     return [list(e.ids) != list(x) for e, x in zip(encs, expected)]

@@ -197,3 +197,28 @@ def test_shards_open_with_datasets(gsm8k_curriculum: Curriculum) -> None:
     name = gsm8k_curriculum.manifest["shards"]["rows"][0]["name"]
     ds = datasets.Dataset.from_file(str(gsm8k_curriculum.path / name))
     assert ds.num_rows == 500 and "trace_ids" in ds.column_names
+
+
+def test_build_sample_checks_drift_on_one_stage_per_row(tmp_path, qwen3) -> None:
+    """The build tokenizes one prompt per sampled row again (row r at stage r mod K) and counts
+    drift per stage: the same counts as tokenizing exactly those prompts here."""
+    from helpers import math_rows
+
+    rows = math_rows()
+    # MATH row 1198 drifts at stage 5 of 8 with the token unit (a cut BPE merges when the text is
+    # tokenized whole: docs/exactness.md); as row 5 of the build its sampled stage is 5, as row 4 it is 4.
+    drifting = {"id": "m1198", "problem": rows[1198]["problem"], "solution": rows[1198]["solution"]}
+    clean = [{"id": f"m{i}", "problem": r["problem"], "solution": r["solution"]} for i, r in enumerate(rows[:5])]
+    for position, drifts in ((5, 1), (4, 0)):
+        src = write_jsonl(tmp_path / f"rows{position}.jsonl", clean[:position] + [drifting] + clean[position:])
+        out = tmp_path / f"cur{position}"
+        result = build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", unit="token", stages=8,
+                                   total_steps=800, check_sample=6), progress=False)
+        checks = result.manifest["checks"]
+        cur = Curriculum.open(out)
+        expected = np.zeros(cur.num_stages, dtype=int)
+        for r in range(6):
+            expected[r % 8] += qwen3(cur.prompt(r, r % 8))["input_ids"] != cur.prompt_ids(r, r % 8)
+        assert checks["sample_rows"] == 6 and checks["sample_prompts"] == 6
+        assert checks["drift_per_stage"] == expected.tolist() and expected.sum() == drifts
+        assert checks["drift_rate"] == round(drifts / 6, 6)
