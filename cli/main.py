@@ -133,7 +133,7 @@ def build(
     num_proc: Annotated[Optional[int], typer.Option(help="Tokenization processes.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per batch.")] = None,
     shard_rows: Annotated[Optional[int], typer.Option(help="Rows per shard.")] = None,
-    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked during the build: every stage for leaks, one stage each for drift.")] = None,
+    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked during the build: every stage for leaks, the shortest hint for drift.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Read only the first N rows.")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,

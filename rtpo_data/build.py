@@ -98,7 +98,6 @@ class _BatchOut:
     kept_fraction_sums: np.ndarray | None = None
     checked_rows: int = 0
     leak_trimmed: int = 0  # rows whose trace --on-leak trim ended before the statement of the answer
-    first_position: int = 0
     drift: np.ndarray | None = None  # per stage: checked prompts that drifted
     drift_checked: np.ndarray | None = None  # per stage: prompts checked for drift (one per sampled row)
     leaks: np.ndarray | None = None  # per stage: checked rows whose hint leaks the answer
@@ -152,7 +151,7 @@ class _BatchProcessor:
             return self._process(rows, first_position, checked_before)
 
     def _process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
-        out = _BatchOut(rows=None, cuts=None, read=len(rows), first_position=first_position)
+        out = _BatchOut(rows=None, cuts=None, read=len(rows))
         keep: list[Any] = []
         parts = []
         traces: list[str] = []
@@ -316,21 +315,25 @@ class _BatchProcessor:
 
     def _check(self, out, parts, traces, answers, bare_ids, prefix_ids, suffix_ids, flat_ids, tok_offsets,
                cuts, bare_texts, prefix_texts, count) -> None:
-        """Leaks on every stage of the first ``count`` rows of this batch; drift on one stage of each.
+        """Leaks on every stage of the first ``count`` rows of this batch; drift on one prompt of each.
 
-        Drift needs each checked prompt tokenized again, so the sample checks one prompt per row,
-        the rows taking the stages in turn (row ``r`` of the build: stage ``r mod K``), which bounds
-        its cost by the number of sampled rows whatever the number of stages; ``inspect --verify``
-        checks every row and stage. Leaks need no tokenizing and are checked on every stage.
+        Drift needs each checked prompt tokenized again: on long traces, every stage of 256 rows
+        is several times the tokenizing of the whole build. So the sample checks one prompt per
+        row, the one with the row's shortest non-empty hint (the whole prompt when no stage has a
+        hint): the template's junction with the trace and one cut, which is where drift arises,
+        for a fraction of a full prompt's tokens. ``inspect --verify`` checks every row and stage.
+        Leaks need no tokenizing and are checked on every stage.
         """
         k_stages = self.num_stages
         texts, expected, where = [], [], []
         leaks = np.zeros(k_stages, dtype=np.int64)
+        hinted = np.where(cuts.hint_tokens[:count] > 0, cuts.hint_tokens[:count], np.iinfo(np.int32).max)
+        shortest = hinted.argmin(axis=1)  # the first stage with the fewest hint tokens (any, if none has)
         for r in range(count):
             for s in range(k_stages):
                 if cuts.hint_tokens[r, s]:
                     leaks[s] += leaks_answer(traces[r][: int(cuts.hint_chars[r, s])], answers[r])
-            s = (out.first_position + r) % k_stages
+            s = int(shortest[r])
             k, c = int(cuts.hint_tokens[r, s]), int(cuts.hint_chars[r, s])
             if k == 0:
                 texts.append(bare_texts[r])

@@ -68,7 +68,7 @@ class BuildConfig:
     num_proc: int = field(default=1, metadata=_help("Processes for tokenization."))
     batch_size: int = field(default=512, metadata=_help("Rows per tokenization batch."))
     shard_rows: int = field(default=100_000, metadata=_help("Rows per shard."))
-    check_sample: int = field(default=256, metadata=_help("Rows checked during the build: every stage for leaks, one stage each for drift."))
+    check_sample: int = field(default=256, metadata=_help("Rows checked during the build: every stage for leaks, the shortest hint for drift."))
     limit: int | None = field(default=None, metadata=_help("Read only the first N source rows."))
     overwrite: bool = field(default=False, metadata=_help("Replace an existing curriculum (only once the new one is complete)."))
 
