@@ -216,6 +216,8 @@ class CurriculumView(datasets.Dataset):
 
     def _query(self, key: Any, columns: list[str] | None = None) -> pa.Table:
         """The rows of ``key`` as an Arrow table of the visible columns (or of ``columns``)."""
+        if not isinstance(key, (int, np.integer, slice, range, np.ndarray, list)):
+            key = list(key)  # read once here: the key is used twice below (a generator would be spent)
         base = query_table(self._data, key, indices=self._indices)  # checks the key as datasets does
         names = list(self._info.features) if columns is None else list(columns)
         arrays = [

@@ -208,6 +208,8 @@ def test_view_columns_access_and_iteration(curriculum: Curriculum, kind: str, ou
     assert view[7] == {"row_id": cur.row_id(7), "prompt": expected[7], "answer": cur.answer(7)}
     assert view[-1]["prompt"] == expected[-1]
     assert view[3:6]["prompt"] == expected[3:6] and view[[5, 2, 5]]["prompt"] == [expected[i] for i in (5, 2, 5)]
+    assert view[np.array([4, 1])]["prompt"] == [expected[4], expected[1]] and view[np.int64(6)]["prompt"] == expected[6]
+    assert view[(i for i in (8, 0))]["prompt"] == [expected[8], expected[0]]
     assert [row["prompt"] for row in view] == expected
     batches = list(view.iter(batch_size=10))
     assert len(batches) == 10 and [p for b in batches for p in b["prompt"]] == expected
