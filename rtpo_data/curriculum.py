@@ -261,6 +261,12 @@ class Curriculum:
         """The row table (or some of its columns), zero-copy over the memory maps."""
         return self._rows if columns is None else self._rows.select(list(columns))
 
+    def _value(self, column: str, i: int) -> Any:
+        """Row ``i``'s value in any stored column, as a Python object (the OpenRLHF adapter reads
+        kept columns with it)."""
+        c, local = self._where(self._check_index(i))
+        return self._rows.column(column).chunk(c)[local].as_py()
+
     def _text(self, column: str, i: int) -> str:
         return self._col(column).text_one(*self._where(self._check_index(i)))
 
@@ -271,8 +277,7 @@ class Curriculum:
         return self._text("trace", i)
 
     def answer(self, i: int) -> str | None:
-        c, local = self._where(self._check_index(i))
-        return self._rows.column("answer").chunk(c)[local].as_py()  # may be null: read through pyarrow
+        return self._value("answer", i)  # may be null: read through pyarrow
 
     def _locate(self, idx: np.ndarray) -> _Located:
         """Where rows ``idx`` lie in the row table's record batches (shared by all its columns)."""

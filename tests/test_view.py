@@ -83,9 +83,15 @@ def test_per_row_methods_match_the_batch_methods(curriculum: Curriculum) -> None
             assert cur.prompt_ids(i, stage) == ids, (i, stage)
             assert cur.hint(i, stage) == cur.trace(i)[: cur.cut(i, stage)[1]]
             assert cur.messages(i, stage) == cur.messages_batch([i], stage)[0], (i, stage)
-    row = cur.table().slice(96, 1).to_pylist()[0]
+    def row_at(i: int) -> dict:
+        return cur.table().slice(i, 1).to_pylist()[0]
+
+    row = row_at(96)
     assert (cur.row_id(-1), cur.trace(-1), cur.answer(-1)) == (row["row_id"], row["trace"], row["answer"])
     assert cur.prompt(np.int64(96), np.int32(0)) == cur.prompt(-1, 0)
+    # any stored column, one row at a time (the OpenRLHF adapter reads kept columns this way)
+    assert [cur._value("row_id", i) for i in (0, 45, 96)] == [cur.row_id(i) for i in (0, 45, 96)]
+    assert cur._value("trace_ids", 45) == row_at(45)["trace_ids"]
     assert not all(cur.trace(i).isascii() for i in range(len(cur)))  # the multi-byte path was exercised
     with pytest.raises(IndexError, match="row 97 out of range"):
         cur.prompt(97, 0)
