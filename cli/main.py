@@ -373,7 +373,12 @@ rtpo-data options:
                          (default: rtpo_data.rewards.accuracy_reward).
   --horizon MODE         Schedule horizon when curriculum and max_steps differ:
                          auto (default), curriculum, trainer.
-  --eval_without_hint    Evaluate on every curriculum row without hint.
+  --eval_without_hint    Evaluate on every row of --curriculum without hint.
+  --eval_curriculum DIR  Evaluate on every row of this curriculum (held-out data)
+                         without hint.
+  --allow_tokenizer_mismatch
+                         Train even though the model's tokenizer or chat
+                         template is not the curriculum's.
 
 TRL options: every GRPOConfig and ModelConfig flag (--model_name_or_path,
 --output_dir, --max_steps, --use_vllm, --use_peft, ...) and --config FILE.YAML.
@@ -391,6 +396,9 @@ rtpo-data options:
                          --data.prompt_dataset).
   --rtpo.total_steps N   Schedule horizon in training steps (default: the
                          curriculum's --total-steps).
+  --rtpo.allow_tokenizer_mismatch
+                         Train even though the policy's tokenizer or chat
+                         template is not the curriculum's.
 
 Everything after -- goes to OpenRLHF unchanged. Needs OpenRLHF 0.11.2 and its
 GPU stack: pip install 'rtpo-data[openrlhf]' 'openrlhf[vllm]==0.11.2'.
