@@ -360,8 +360,8 @@ app.add_typer(train_app, name="train")
 # trainer installed, its own parser prints the full help (every GRPOConfig flag, for TRL).
 _TRAIN_HELP = {
     "trl": """\
-Usage: rtpo-data train trl --curriculum DIR --model_name_or_path MODEL [TRL flags]
-                           [--config grpo.yaml]
+Usage: rtpo-data train trl --curriculum DIR --model_name_or_path MODEL
+                           [TRL flags] [--config grpo.yaml]
 
   GRPO in TRL (GRPOTrainer) with each prompt rendered from the curriculum at the
   step it is generated for. Launch on several GPUs with
@@ -374,8 +374,8 @@ rtpo-data options:
   --horizon MODE         Schedule horizon when curriculum and max_steps differ:
                          auto (default), curriculum, trainer.
   --eval_without_hint    Evaluate on every row of --curriculum without hint.
-  --eval_curriculum DIR  Evaluate on every row of this curriculum (held-out data)
-                         without hint.
+  --eval_curriculum DIR  Evaluate on every row of this curriculum (held-out
+                         data) without hint.
   --allow_tokenizer_mismatch
                          Train even though the model's tokenizer or chat
                          template is not the curriculum's.
