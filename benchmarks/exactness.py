@@ -4,6 +4,7 @@
     python benchmarks/exactness.py                    # GSM8K test, MATH test, unicode-heavy MATH
     python benchmarks/exactness.py --quick            # the first 200 rows of each, one tokenizer less
     python benchmarks/exactness.py --markdown out.md  # the table as Markdown as well
+    python benchmarks/exactness.py --leaks            # leak rates, --on-leak trim/drop, flagged rows to read
 
 For each (dataset, tokenizer, unit) it builds a curriculum (8 stages, linear, assistant placement)
 and runs ``verify`` on all of it: ``drift`` is the share of (row, distinct cut) prompts whose
@@ -31,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import gsm8k_rows, machine_info, math_rows, write_jsonl  # noqa: E402
+from bench import champ_rows, gsm8k_rows, machine_info, math_rows, write_jsonl  # noqa: E402
 
 TOKENIZERS = ["offline:qwen3", "offline:deepseek-r1-distill-qwen-7b", "offline:deepseek-r1-distill-llama-8b",
               "offline:qwen-2.5"]
@@ -81,13 +82,71 @@ def measure(source: Path, tokenizer: str, unit: str, work: Path) -> dict[str, An
     }
 
 
+def leaks(work: Path, sample: int, out: Path | None) -> None:
+    """Per dataset: the leak check on every hint (--on-leak keep), what trim and drop do, and a seeded
+    sample of flagged rows (the final statement of the shortest flagged hint, the gold answer and
+    what follows in the trace) written to read by hand: that reading gives the false-positive rate."""
+    import random
+
+    from rtpo_data import BuildConfig, Curriculum, build
+    from rtpo_data.checks import final_statement, leaks_answer
+    from rtpo_data.verify import verify
+
+    sets = {
+        "MATH test": (math_rows(), "offline:qwen3", 8),
+        # model-written solutions, as a user would build them: R1-Distill tokenizer, 21 stages
+        "CHAMP (first 8,000)": (champ_rows()[:8000], "offline:deepseek-r1-distill-qwen-7b", 21),
+    }
+    lines = []
+    for name, (rows, tokenizer, stages) in sets.items():
+        source = write_jsonl(work / f"{name.split()[0]}.jsonl", rows)
+        result = {}
+        for mode in ("keep", "trim", "drop"):
+            cur_dir = work / f"{name.split()[0]}-{mode}"
+            built = build(BuildConfig(source=str(source), out=str(cur_dir), tokenizer=tokenizer, unit="word",
+                                      stages=stages, total_steps=100 * stages, check_sample=0, on_leak=mode,
+                                      overwrite=True), progress=False)
+            check = {c.name: c for c in verify(cur_dir, max_leak_rate=1.0).checks}["leaks"]
+            result[mode] = (built.manifest["stats"]["leaks"], check)
+        keep, trim, drop = (result[m][1] for m in ("keep", "trim", "drop"))
+        print(f"{name}: {len(rows):,} rows; keep: {keep.failed:,} of {keep.checked:,} hints flagged "
+              f"({keep.rate:.3%}) in {keep.rows_failed} rows; trim: {result['trim'][0]['rows_trimmed']} rows trimmed, "
+              f"{result['trim'][0]['rows_dropped']} dropped, {trim.failed} hints still flagged; drop: "
+              f"{result['drop'][0]['rows_dropped']} rows dropped, {drop.failed} hints still flagged", flush=True)
+        cur = Curriculum.open(work / f"{name.split()[0]}-keep")
+        flagged: dict[int, list[int]] = {}
+        for i in range(len(cur)):
+            answer = cur.answer(i)
+            for s in range(cur.num_stages):
+                hint = cur.hint(i, s)
+                if hint and leaks_answer(hint, answer):
+                    flagged.setdefault(i, []).append(s)
+        picked = sorted(random.Random(0).sample(sorted(flagged), min(sample, len(flagged))))
+        lines.append(f"# {name}: {len(picked)} of {len(flagged)} flagged rows (seed 0)")
+        for i in picked:
+            hint = cur.hint(i, max(flagged[i]))
+            lines.append(f"## row {i} id {cur.row_id(i)} gold {cur.answer(i)!r} stages {flagged[i]}")
+            lines.append("final statement: " + final_statement(hint)[-400:])
+            lines.append("then: " + cur.trace(i)[len(hint):len(hint) + 200].replace("\n", " / "))
+    if out is not None:
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"flagged rows to read: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="200 rows per dataset, three tokenizers")
     ap.add_argument("--markdown", type=Path, help="write the table as Markdown here")
     ap.add_argument("--json", type=Path, help="write every measurement as JSON here")
+    ap.add_argument("--leaks", action="store_true", help="leak rates on MATH and CHAMP, --on-leak trim/drop")
+    ap.add_argument("--leak-sample", type=int, default=40, help="flagged rows per dataset written to read")
+    ap.add_argument("--leak-rows", type=Path, default=Path("leak-sample.md"), help="where to write them")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    if args.leaks:
+        with tempfile.TemporaryDirectory(prefix="rtpo-leaks-") as tmp:
+            leaks(Path(tmp), args.leak_sample, args.leak_rows)
+        return
     limit = 200 if args.quick else None
     tokenizers = TOKENIZERS[:3] if args.quick else TOKENIZERS
     maths = math_rows()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 
@@ -128,10 +129,11 @@ def build(
     unit: Annotated[Optional[str], typer.Option(help="Cut unit: token, word (default), line, sentence, paragraph, regex:PATTERN.")] = None,
     measure: Annotated[Optional[str], typer.Option(help="Fraction counts tokens (default) or units.")] = None,
     on_invalid: Annotated[Optional[str], typer.Option(help="Invalid rows: skip (default, counted) or error.")] = None,
+    on_leak: Annotated[Optional[str], typer.Option(help="Rows whose trace states the gold answer before its end: keep (default), trim (end the trace before that statement) or drop.")] = None,
     num_proc: Annotated[Optional[int], typer.Option(help="Tokenization processes.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per batch.")] = None,
     shard_rows: Annotated[Optional[int], typer.Option(help="Rows per shard.")] = None,
-    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked for drift and leaks during the build.")] = None,
+    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked during the build: every stage for leaks, the shortest hint for drift.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Read only the first N rows.")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
@@ -151,7 +153,7 @@ def build(
             "think": think, "schedule": schedule, "direction": direction, "stages": stages,
             "total_steps": total_steps, "start": start, "end": end, "rate": rate, "value": value,
             "milestones": _floats(milestones), "values": _floats(values), "fractions": _floats(fractions),
-            "unit": unit, "measure": measure, "on_invalid": on_invalid, "num_proc": num_proc,
+            "unit": unit, "measure": measure, "on_invalid": on_invalid, "on_leak": on_leak, "num_proc": num_proc,
             "batch_size": batch_size, "shard_rows": shard_rows, "check_sample": check_sample,
             "limit": limit, "overwrite": overwrite,
         }
@@ -169,6 +171,15 @@ def build(
         err_console.print("[bold red]Interrupted:[/] nothing was written.")
         raise typer.Exit(130) from None
     _print_build_summary(result)
+
+
+def _leak_handling(stats: dict[str, Any]) -> str:
+    """What --on-leak did, for the build summary and inspect."""
+    leaks = stats.get("leaks") or {"on_leak": "keep"}
+    if leaks["on_leak"] == "keep":
+        return "--on-leak keep: traces kept as they are (inspect --verify reports hints that state the answer)"
+    return (f"--on-leak {leaks['on_leak']}: {leaks['rows_trimmed']:,} rows trimmed before the statement of the answer, "
+            f"{leaks['rows_dropped']:,} dropped")
 
 
 def _print_build_summary(result: Any) -> None:
@@ -190,8 +201,10 @@ def _print_build_summary(result: Any) -> None:
         f"  schedule  {m['schedule']['kind']} {m['schedule']['direction']}, {m['num_stages']} stages, "
         f"unit {m['unit']}; fractions {fr}",
         f"  hint      mean tokens per stage: {hint}",
-        f"  checks    drift {m['checks']['drift_rate']:.2%}, leaks {m['checks']['leak_rate']:.2%} "
-        f"on {m['checks']['sample_rows']} sampled rows x {m['num_stages']} stages",
+        f"  checks    drift {m['checks']['drift_rate']:.2%} of {m['checks'].get('sample_prompts', 0):,} prompts, "
+        f"leaks {m['checks']['leak_rate']:.2%} of {m['checks']['sample_rows']:,} rows x {m['num_stages']} stages "
+        f"(a sample; inspect --verify checks all)",
+        f"  leaks     {_leak_handling(s)}",
     ]
     for w in m["schedule"].get("warnings", []):
         lines.append(f"  [yellow]warning[/]   {w}")
@@ -208,6 +221,7 @@ def inspect(
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: schedule, hint tokens per stage, trace lengths.")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Check checksums, invariants, token exactness, drift and leaks on every row.")] = False,
+    max_leak_rate: Annotated[float, typer.Option(help="With --verify: fail when more than this fraction of hints state the gold answer.")] = 0.01,
 ) -> None:
     """Show what is in a curriculum; --verify proves it exact (exit 1 if a check fails)."""
     import json
@@ -221,7 +235,7 @@ def inspect(
         if verify:
             from rtpo_data.verify import verify as run_verify
 
-            result = run_verify(path)
+            result = run_verify(path, max_leak_rate=max_leak_rate)
             if output_format == "json":
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
             else:
@@ -251,8 +265,6 @@ def inspect(
 
 
 def _print_summary(d: dict[str, Any]) -> None:
-    from rich.table import Table
-
     src, rows, tokens, sched = d["source"], d["rows"], d["tokens"], d["schedule"]
     dropped = ", ".join(f"{k} {v}" for k, v in rows["dropped"].items()) or "none"
     out_console.print(f"[bold]{d['path']}[/]", highlight=False)
@@ -267,24 +279,40 @@ def _print_summary(d: dict[str, Any]) -> None:
         f"  schedule   {sched['kind']} {sched['direction']}, {sched['num_stages']} stages, total steps "
         f"{sched.get('total_steps') or 'set at train time'}\n"
         f"  checks     drift {d['checks']['drift_rate']:.2%}, leaks {d['checks']['leak_rate']:.2%} "
-        f"(build sample of {d['checks']['sample_rows']} rows; --verify checks all)",
+        f"(build sample of {d['checks']['sample_rows']} rows; --verify checks all)\n"
+        f"  leaks      {_leak_handling(d['stats'])}",
         highlight=False,
         soft_wrap=True,
     )
     for w in sched.get("warnings", []):
         out_console.print(f"  [yellow]warning[/]    {w}", highlight=False)
-    table = Table(show_edge=False, pad_edge=False)
-    for name in ("stage", "steps", "fraction", "kept", "hint mean", "hint p95", "rows w/ hint", "saved/sample", "saved %"):
-        table.add_column(name, justify="right")
-    for s in d["stages"]:
+    out_console.print(_stage_table(d["stages"]))
+    out_console.print(
+        "[dim]target: the schedule's fraction; kept: the mean share of each trace shown\n"
+        "once cut on the unit; saved: the share of trace tokens no rollout generates[/]",
+        highlight=False,
+    )
+
+
+def _stage_table(stages: list[dict[str, Any]]) -> Any:
+    """The per-stage table, two-line headers so that it fits 80 columns even for 1M rows, traces of
+    16k tokens and five-digit step counts (the hint tokens saved per sample equal the mean hint, so
+    that column is only in ``--format json``)."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    for name in ("stage", "steps", "target\nfraction", "kept\nfraction", "hint mean\n(tokens)", "hint p95\n(tokens)",
+                 "rows\nwith hint", "saved\n%"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for s in stages:
         span = s.get("steps")
         steps = "-" if span is None else f"{span[0]}-{'' if span[1] is None else span[1]}"
         table.add_row(
             str(s["stage"]), steps, f"{s['fraction']:.3f}", f"{s['kept_fraction_mean']:.3f}",
             f"{s['hint_tokens_mean']:.1f}", f"{s['hint_tokens_p95']:.0f}", f"{s['rows_with_hint']:,}",
-            f"{s['rollout_tokens_saved_mean']:.1f}", f"{s['rollout_tokens_saved_pct']:.1f}",
+            f"{s['rollout_tokens_saved_pct']:.1f}",
         )
-    out_console.print(table)
+    return table
 
 
 def _print_row(r: dict[str, Any]) -> None:
@@ -317,11 +345,97 @@ def _print_verify(result: Any) -> None:
                           + (f"  [dim]{c.note}[/]" if c.note else ""), highlight=False)
         for e in c.examples:
             out_console.print(f"      {e}", highlight=False, markup=False)
+        if c.max_rate is not None and c.rows_failed:
+            more = f" (first {len(c.rows):,} listed by --format json)" if c.rows_failed > len(c.rows) else ""
+            out_console.print(f"      {c.rows_failed:,} rows flagged{more}: {', '.join(c.rows[:20])}"
+                              + (", ..." if c.rows_failed > 20 else ""), highlight=False, markup=False, soft_wrap=True)
     out_console.print("[bold green]All checks passed.[/]" if result.ok else "[bold red]Some checks failed.[/]")
 
 
 train_app = typer.Typer(help="Train with a curriculum through a trainer's own command line.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+
+
+# What `train trl --help` / `train openrlhf --help` print when the trainer is not installed. With the
+# trainer installed, its own parser prints the full help (every GRPOConfig flag, for TRL).
+_TRAIN_HELP = {
+    "trl": """\
+Usage: rtpo-data train trl --curriculum DIR --model_name_or_path MODEL
+                           [TRL flags] [--config grpo.yaml]
+
+  GRPO in TRL (GRPOTrainer) with each prompt rendered from the curriculum at the
+  step it is generated for. Launch on several GPUs with
+  accelerate launch -m rtpo_data.adapters.trl ... (see docs/trl.md).
+
+rtpo-data options:
+  --curriculum DIR       Curriculum directory built by rtpo-data build.
+  --reward_funcs PATH..  Reward functions as dotted import paths
+                         (default: rtpo_data.rewards.accuracy_reward).
+  --horizon MODE         Schedule horizon when curriculum and max_steps differ:
+                         auto (default), curriculum, trainer.
+  --eval_without_hint    Evaluate on every row of --curriculum without hint.
+  --eval_curriculum DIR  Evaluate on every row of this curriculum (held-out
+                         data) without hint.
+  --allow_tokenizer_mismatch
+                         Train even though the model's tokenizer or chat
+                         template is not the curriculum's.
+
+TRL options: every GRPOConfig and ModelConfig flag (--model_name_or_path,
+--output_dir, --max_steps, --use_vllm, --use_peft, ...) and --config FILE.YAML.
+They are listed here once TRL is installed: pip install 'rtpo-data[trl]'.
+""",
+    "openrlhf": """\
+Usage: rtpo-data train openrlhf --curriculum DIR [--rtpo.total_steps N]
+                                -- <openrlhf.cli.train_ppo_ray flags>
+
+  Run OpenRLHF's own CLI (openrlhf.cli.train_ppo_ray) with prompts from an
+  rtpo-data curriculum, rendered for each training step (see docs/openrlhf.md).
+
+rtpo-data options:
+  --curriculum DIR       Curriculum directory built by rtpo-data build (becomes
+                         --data.prompt_dataset).
+  --rtpo.total_steps N   Schedule horizon in training steps (default: the
+                         curriculum's --total-steps).
+  --rtpo.allow_tokenizer_mismatch
+                         Train even though the policy's tokenizer or chat
+                         template is not the curriculum's.
+
+Everything after -- goes to OpenRLHF unchanged. Needs OpenRLHF 0.11.2 and its
+GPU stack: pip install 'rtpo-data[openrlhf]' 'openrlhf[vllm]==0.11.2'.
+""",
+}
+
+
+def _asks_for_help(args: list[str]) -> bool:
+    """``-h``/``--help`` among rtpo-data's own arguments (what follows ``--`` belongs to the trainer)."""
+    ours = args[: args.index("--")] if "--" in args else args
+    return any(a in ("-h", "--help") for a in ours)
+
+
+def _trainer_help(trainer: str, main: Any) -> None:
+    """The trainer's full help when it is installed (its parser prints it and exits 0), else ours.
+
+    ``main`` imports the adapter; a trainer that is not installed makes that an ImportError, and
+    help must work without it: the install hint is for when the command runs.
+    """
+    try:
+        run = main()
+    except ImportError:
+        print(_TRAIN_HELP[trainer], end="")
+        return
+    run(["--help"])
+
+
+def _trl_main() -> Any:
+    from rtpo_data.adapters.trl import main
+
+    return main
+
+
+def _openrlhf_main() -> Any:
+    from rtpo_data.adapters.openrlhf import main
+
+    return main
 
 
 @train_app.command(
@@ -331,10 +445,12 @@ app.add_typer(train_app, name="train")
 )
 def train_trl(ctx: typer.Context) -> None:
     """GRPO in TRL: --curriculum DIR plus any GRPOConfig / ModelConfig flag or --config grpo.yaml."""
+    args = list(ctx.args)
+    if _asks_for_help(args):
+        _trainer_help("trl", _trl_main)
+        return
     try:
-        from rtpo_data.adapters.trl import main as trl_main
-
-        trl_main(list(ctx.args))
+        _trl_main()(args)
     except ImportError as exc:
         raise fail(RtpoDataError(f"{exc}")) from None
     except RtpoDataError as exc:
@@ -348,12 +464,16 @@ def train_trl(ctx: typer.Context) -> None:
 )
 def train_openrlhf(ctx: typer.Context) -> None:
     """GRPO in OpenRLHF's Ray trainer: --curriculum DIR [--rtpo.total_steps N] -- <openrlhf.cli.train_ppo_ray flags>."""
+    args = list(ctx.args)
+    if _asks_for_help(args):
+        _trainer_help("openrlhf", _openrlhf_main)
+        return
     try:
-        from rtpo_data.adapters.openrlhf import main as openrlhf_main
+        openrlhf_main = _openrlhf_main()
     except ImportError as exc:
         raise fail(RtpoDataError(f"{exc}")) from None
     try:
-        openrlhf_main(list(ctx.args))
+        openrlhf_main(args)
     except RtpoDataError as exc:
         raise fail(exc) from None
 

@@ -45,7 +45,7 @@ from rtpo_data.artifact import (
     shard_infos_to_json,
     write_manifest,
 )
-from rtpo_data.checks import drifted, leaks_answer
+from rtpo_data.checks import answer_statement, drifted, leaks_answer
 from rtpo_data.config import BuildConfig
 from rtpo_data.cuts import CutUnit, batch_cuts
 from rtpo_data.errors import RtpoDataError
@@ -97,7 +97,9 @@ class _BatchOut:
     hint_token_sums: np.ndarray | None = None
     kept_fraction_sums: np.ndarray | None = None
     checked_rows: int = 0
-    drift: np.ndarray | None = None  # per stage: checked rows whose prompt drifted
+    leak_trimmed: int = 0  # rows whose trace --on-leak trim ended before the statement of the answer
+    drift: np.ndarray | None = None  # per stage: checked prompts that drifted
+    drift_checked: np.ndarray | None = None  # per stage: prompts checked for drift (one per sampled row)
     leaks: np.ndarray | None = None  # per stage: checked rows whose hint leaks the answer
 
 
@@ -174,14 +176,23 @@ class _BatchProcessor:
                     raise RtpoDataError(f"{exc} (use --on-invalid skip to drop such rows)") from None
                 out.dropped[exc.reason] += 1
                 continue
+            answer = valid.answer if valid.answer is not None else split.answer
+            trace = split.trace
+            if self.config.on_leak != "keep":
+                cut = answer_statement(trace, answer)
+                if cut is not None:
+                    trace = trace[:cut].rstrip()
+                    if self.config.on_leak == "drop" or not trace:
+                        # drop; or trim, with nothing left before the statement of the answer
+                        out.dropped["answer_leak" if self.config.on_leak == "drop" else "answer_leak_no_trace"] += 1
+                        continue
+                    out.leak_trimmed += 1
             prompt = valid.prompt if not isinstance(valid.prompt, str) else self._text(valid.prompt)
             parts.append(self.renderer.render(prompt, row=position))
             out.split_formats[split.format] += 1
-            answer = valid.answer
-            if answer is None and split.answer is not None:
-                answer = split.answer
+            if valid.answer is None and split.answer is not None:
                 out.answers_derived += 1
-            traces.append(split.trace)
+            traces.append(trace)
             answers.append(answer)
             keep.append(valid)
         n = len(keep)
@@ -189,19 +200,23 @@ class _BatchProcessor:
             return out
 
         # Tokenize every trace exactly once, with offsets; prompts are short and tokenized as wholes.
+        # Each Encoding's ids and offsets are converted to Python once (every access converts again).
         encs = self.backend.encode_batch(traces, add_special_tokens=False)
-        lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
+        trace_ids = [e.ids for e in encs]
+        lens = np.fromiter(map(len, trace_ids), dtype=np.int64, count=n)
         total = int(lens.sum())
-        flat_ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=total)
+        flat_ids = np.fromiter(chain.from_iterable(trace_ids), dtype=np.int32, count=total)
         offsets = np.fromiter(
             chain.from_iterable(chain.from_iterable(e.offsets for e in encs)), dtype=np.int64, count=2 * total
         ).reshape(-1, 2)
+        del encs, trace_ids
         cuts = batch_cuts(traces, offsets[:, 0], offsets[:, 1], lens, self.unit, self.fractions, self.config.measure)
 
         special = list(self.facts.special_prefix_ids)
         bare_texts = [self._prompt_text(p.bare) for p in parts]
         prefix_texts = [self._prompt_text(p.prefix) for p in parts]
-        bare_ids = [special + e.ids for e in self.backend.encode_batch(bare_texts, add_special_tokens=False)]
+        # Prompts need no offsets: encode_batch_fast gives the same ids without computing them.
+        bare_ids = [special + e.ids for e in self.backend.encode_batch_fast(bare_texts, add_special_tokens=False)]
         prefix_ids = self._prefix_ids(bare_texts, prefix_texts, bare_ids, special)
         suffix_ids = [self._suffix_ids(p.suffix) for p in parts]
 
@@ -270,7 +285,7 @@ class _BatchProcessor:
             else:
                 out[r] = bare_ids[r] + ext
         if todo:
-            encs = self.backend.encode_batch([prefix_texts[r] for r in todo], add_special_tokens=False)
+            encs = self.backend.encode_batch_fast([prefix_texts[r] for r in todo], add_special_tokens=False)
             for r, e in zip(todo, encs):
                 out[r] = special + e.ids
         return out  # type: ignore[return-value]
@@ -283,7 +298,7 @@ class _BatchProcessor:
             ids = []
         elif any(opener.startswith(t) for t in self._splitting_tokens):
             ids = self.backend.encode(opener, add_special_tokens=False).ids
-            whole = self.backend.encode_batch([b + opener for b in bares], add_special_tokens=False)
+            whole = self.backend.encode_batch_fast([b + opener for b in bares], add_special_tokens=False)
             if any(special + w.ids != b + ids for w, b in zip(whole, bare_ids)):
                 ids = None
         if len(self._opener_cache) < 64:
@@ -300,24 +315,37 @@ class _BatchProcessor:
 
     def _check(self, out, parts, traces, answers, bare_ids, prefix_ids, suffix_ids, flat_ids, tok_offsets,
                cuts, bare_texts, prefix_texts, count) -> None:
-        """Drift and leak on every stage of the first ``count`` rows of this batch."""
+        """Leaks on every stage of the first ``count`` rows of this batch; drift on one prompt of each.
+
+        Drift needs each checked prompt tokenized again: on long traces, every stage of 256 rows
+        is several times the tokenizing of the whole build. So the sample checks one prompt per
+        row, the one with the row's shortest non-empty hint (the whole prompt when no stage has a
+        hint): the template's junction with the trace and one cut, which is where drift arises,
+        for a fraction of a full prompt's tokens. ``inspect --verify`` checks every row and stage.
+        Leaks need no tokenizing and are checked on every stage.
+        """
         k_stages = self.num_stages
         texts, expected, where = [], [], []
         leaks = np.zeros(k_stages, dtype=np.int64)
+        hinted = np.where(cuts.hint_tokens[:count] > 0, cuts.hint_tokens[:count], np.iinfo(np.int32).max)
+        shortest = hinted.argmin(axis=1)  # the first stage with the fewest hint tokens (any, if none has)
         for r in range(count):
             for s in range(k_stages):
-                k, c = int(cuts.hint_tokens[r, s]), int(cuts.hint_chars[r, s])
-                if k == 0:
-                    texts.append(bare_texts[r])
-                    expected.append(bare_ids[r])
-                else:
-                    texts.append(prefix_texts[r] + traces[r][:c] + parts[r].suffix)
-                    ids = flat_ids[tok_offsets[r]: tok_offsets[r] + k].tolist()
-                    expected.append(prefix_ids[r] + ids + suffix_ids[r])
-                    leaks[s] += leaks_answer(traces[r][:c], answers[r])
-                where.append(s)
+                if cuts.hint_tokens[r, s]:
+                    leaks[s] += leaks_answer(traces[r][: int(cuts.hint_chars[r, s])], answers[r])
+            s = int(shortest[r])
+            k, c = int(cuts.hint_tokens[r, s]), int(cuts.hint_chars[r, s])
+            if k == 0:
+                texts.append(bare_texts[r])
+                expected.append(bare_ids[r])
+            else:
+                texts.append(prefix_texts[r] + traces[r][:c] + parts[r].suffix)
+                ids = flat_ids[tok_offsets[r]: tok_offsets[r] + k].tolist()
+                expected.append(prefix_ids[r] + ids + suffix_ids[r])
+            where.append(s)
         bad = drifted(self.backend, texts, expected)
         out.drift = np.bincount(np.asarray(where)[np.asarray(bad, dtype=bool)], minlength=k_stages)
+        out.drift_checked = np.bincount(np.asarray(where), minlength=k_stages)
         out.leaks = leaks
         out.checked_rows = count
 
@@ -607,7 +635,9 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
     hint_sums = np.zeros(k_stages, dtype=np.int64)
     kept_sums = np.zeros(k_stages, dtype=np.float64)
     checked = 0
+    leak_trimmed = 0
     drift = np.zeros(k_stages, dtype=np.int64)
+    drift_checked = np.zeros(k_stages, dtype=np.int64)
     leaks = np.zeros(k_stages, dtype=np.int64)
     total_rows = count_rows(spec)
     if config.limit is not None:
@@ -620,6 +650,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
             for result in _ordered_results(config, cmap, source_name, batches, probe):
                 read += result.read
                 dropped.update(result.dropped)
+                leak_trimmed += result.leak_trimmed
                 if result.rows is not None:
                     if rows_writer is None:
                         rows_writer = ShardWriter(tmp, "rows", result.rows.schema, config.shard_rows)
@@ -635,6 +666,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
                     if result.checked_rows:
                         checked += result.checked_rows
                         drift += result.drift
+                        drift_checked += result.drift_checked
                         leaks += result.leaks
                 if bar is not None:
                     rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
@@ -699,10 +731,17 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
             "prompt_tokens": _percentiles(prompts),
             "hint_tokens_mean": [round(float(x) / kept, 2) for x in hint_sums],
             "kept_fraction_mean": [round(float(x) / kept, 4) for x in kept_sums],
+            # --on-leak: what happened to rows whose trace states the gold answer before its end
+            "leaks": {
+                "on_leak": config.on_leak,
+                "rows_trimmed": leak_trimmed,
+                "rows_dropped": int(dropped["answer_leak"] + dropped["answer_leak_no_trace"]),
+            },
         },
         "checks": {
             "sample_rows": checked,
-            "drift_rate": round(float(drift.sum()) / max(checked * k_stages, 1), 6),
+            "sample_prompts": int(drift_checked.sum()),  # drift: one prompt per sampled row
+            "drift_rate": round(float(drift.sum()) / max(int(drift_checked.sum()), 1), 6),
             "drift_per_stage": drift.tolist(),
             "leak_rate": round(float(leaks.sum()) / max(checked * k_stages, 1), 6),
             "leaks_per_stage": leaks.tolist(),

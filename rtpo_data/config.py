@@ -17,6 +17,7 @@ from rtpo_data.prompts import DEFAULT_HINT_LABEL, PLACEMENTS, THINK_MODES
 from rtpo_data.schedule import ScheduleConfig, stage_fractions
 
 ON_INVALID = ("skip", "error")
+ON_LEAK = ("keep", "trim", "drop")
 ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "think", "none")
 
 # Schedule fields of BuildConfig that map 1:1 onto ScheduleConfig (None = the schedule's default).
@@ -61,10 +62,13 @@ class BuildConfig:
     unit: str = field(default="word", metadata=_help("Where a cut may fall: token, word, line, sentence, paragraph, regex:PATTERN."))
     measure: str = field(default="tokens", metadata=_help("What the fraction counts: tokens (RTPO) or units (R^3)."))
     on_invalid: str = field(default="skip", metadata=_help("Rows with an empty or non-text prompt/trace: skip (counted) or error."))
+    on_leak: str = field(default="keep", metadata=_help(
+        "Rows whose trace states the gold answer before its end (a line with an answer marker and the answer): "
+        "keep (counted in the leak checks), trim (end the trace before that statement) or drop (counted)."))
     num_proc: int = field(default=1, metadata=_help("Processes for tokenization."))
     batch_size: int = field(default=512, metadata=_help("Rows per tokenization batch."))
     shard_rows: int = field(default=100_000, metadata=_help("Rows per shard."))
-    check_sample: int = field(default=256, metadata=_help("Rows whose every stage is checked for drift and leaks during the build."))
+    check_sample: int = field(default=256, metadata=_help("Rows checked during the build: every stage for leaks, the shortest hint for drift."))
     limit: int | None = field(default=None, metadata=_help("Read only the first N source rows."))
     overwrite: bool = field(default=False, metadata=_help("Replace an existing curriculum (only once the new one is complete)."))
 
@@ -92,6 +96,7 @@ class BuildConfig:
         choice("think", THINK_MODES)
         choice("measure", MEASURES)
         choice("on_invalid", ON_INVALID)
+        choice("on_leak", ON_LEAK)
         choice("answer_format", ANSWER_FORMATS)
         try:
             CutUnit.parse(self.unit)

@@ -14,10 +14,12 @@ handed to dataloader workers, Ray actors and other processes.
 
 from __future__ import annotations
 
+import bisect
 import json
+import operator
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +27,9 @@ import pyarrow as pa
 from rtpo_data.artifact import TABLES, open_shard, read_manifest
 from rtpo_data.errors import ArtifactError, RtpoDataError
 from rtpo_data.schedule import stage_at as _stage_at
+
+if TYPE_CHECKING:
+    from rtpo_data.view import CurriculumView
 
 OUTPUTS = ("text", "messages", "ids")
 
@@ -107,6 +112,27 @@ class _Ragged:
         chunk, begin, end = self.spans(loc)
         return [self.data[c][b:e] for c, b, e in zip(chunk.tolist(), begin.tolist(), end.tolist())]
 
+    # One row at a time, for the per-row methods: no NumPy arrays are built, only the two offsets
+    # are read (``ndarray.item`` returns Python ints without making NumPy scalars).
+
+    def text_one(self, c: int, local: int) -> str:
+        o = self.offsets[c]
+        return str(self.data[c][o.item(local): o.item(local + 1)], "utf-8")
+
+    def prefix_one(self, c: int, local: int, n: int) -> str:
+        """The first ``n`` characters of one row's text (see :meth:`texts`)."""
+        o = self.offsets[c]
+        b, e = o.item(local), o.item(local + 1)
+        data = self.data[c]
+        text = str(data[b:min(e, b + n)], "utf-8", "ignore")
+        if len(text) != n:
+            text = str(data[b:min(e, b + 4 * n)], "utf-8", "ignore")[:n]
+        return text
+
+    def ids_one(self, c: int, local: int) -> np.ndarray:
+        o = self.offsets[c]
+        return self.data[c][o.item(local): o.item(local + 1)]
+
     def lengths(self) -> np.ndarray:
         """Every row's length (characters' bytes for text, ids for lists), from the offsets alone."""
         if not self.offsets:
@@ -145,6 +171,13 @@ class Curriculum:
         self.kept_columns: list[str] = list(self.manifest.get("keep_columns", []))
         self._ragged: dict[str, _Ragged] = {}  # filled on first use; opening stays O(1)
         self._lengths: dict[str, np.ndarray] = {}
+        # For the per-row methods: where each record batch starts, as Python lists for bisect (one
+        # entry per record batch, not per row), and the row count as a plain int.
+        self._n = int(self.manifest["num_rows"])
+        self._row_starts = np.cumsum([0, *(len(c) for c in self._rows.column(0).chunks)]).tolist()
+        self._cut_starts_list = self._cut_starts.tolist()
+        self._placement = self.manifest["prompt"]["placement"]
+        self._hint_label = self.manifest["prompt"].get("hint_label") or ""
 
     def _fixed(self, chunk: pa.FixedSizeListArray) -> np.ndarray:
         k = self.num_stages
@@ -192,22 +225,33 @@ class Curriculum:
     # -- single rows ---------------------------------------------------------------------------------
 
     def _check_index(self, i: int) -> int:
-        n = len(self)
+        n = self._n
+        i = operator.index(i)
         if not -n <= i < n:
             raise IndexError(f"row {i} out of range for a curriculum of {n} rows")
-        return i % n
+        return i if i >= 0 else i + n
 
     def _check_stage(self, stage: int) -> int:
+        stage = operator.index(stage)
         if not 0 <= stage < self.num_stages:
             raise RtpoDataError(f"stage {stage} out of range: this curriculum has stages 0..{self.num_stages - 1}.")
         return stage
 
+    def _where(self, i: int) -> tuple[int, int]:
+        """The record batch of the row table that holds row ``i`` (checked), and the row within it."""
+        starts = self._row_starts
+        c = bisect.bisect_right(starts, i) - 1
+        return c, i - starts[c]
+
+    def _cut_one(self, i: int, stage: int) -> tuple[int, int]:
+        starts = self._cut_starts_list
+        s = bisect.bisect_right(starts, i) - 1
+        local = i - starts[s]
+        return self._cut_tokens[s].item(local, stage), self._cut_chars[s].item(local, stage)
+
     def cut(self, i: int, stage: int) -> tuple[int, int]:
         """``(hint tokens, hint characters)`` of row ``i`` at ``stage``."""
-        i, stage = self._check_index(i), self._check_stage(stage)
-        s = int(np.searchsorted(self._cut_starts, i, side="right")) - 1
-        local = i - self._cut_starts[s]
-        return int(self._cut_tokens[s][local, stage]), int(self._cut_chars[s][local, stage])
+        return self._cut_one(self._check_index(i), self._check_stage(stage))
 
     def hint_tokens_at(self, indices: Sequence[int], stage: int | Sequence[int]) -> np.ndarray:
         """Hint length in tokens of each row in ``indices`` at ``stage`` (one, or one per row)."""
@@ -218,16 +262,22 @@ class Curriculum:
         return self._rows if columns is None else self._rows.select(list(columns))
 
     def _value(self, column: str, i: int) -> Any:
-        return self._rows.column(column)[self._check_index(i)].as_py()
+        """Row ``i``'s value in any stored column, as a Python object (the OpenRLHF adapter reads
+        kept columns with it)."""
+        c, local = self._where(self._check_index(i))
+        return self._rows.column(column).chunk(c)[local].as_py()
+
+    def _text(self, column: str, i: int) -> str:
+        return self._col(column).text_one(*self._where(self._check_index(i)))
 
     def row_id(self, i: int) -> str:
-        return self._value("row_id", i)
+        return self._text("row_id", i)
 
     def trace(self, i: int) -> str:
-        return self._value("trace", i)
+        return self._text("trace", i)
 
     def answer(self, i: int) -> str | None:
-        return self._value("answer", i)
+        return self._value("answer", i)  # may be null: read through pyarrow
 
     def _locate(self, idx: np.ndarray) -> _Located:
         """Where rows ``idx`` lie in the row table's record batches (shared by all its columns)."""
@@ -267,17 +317,53 @@ class Curriculum:
         """Trace length in tokens of each row in ``indices`` (from list offsets, computed once)."""
         return self.lengths("trace_ids")[np.asarray(indices, dtype=np.int64)]
 
+    # The per-row methods read one row straight from the memory maps (a few microseconds a call);
+    # they give exactly what the batch methods give for that row.
+
     def hint(self, i: int, stage: int) -> str:
-        return self.trace(i)[: self.cut(i, stage)[1]]
+        """The hint row ``i`` gets at ``stage``: a prefix of its trace ("" when there is none)."""
+        i, stage = self._check_index(i), self._check_stage(stage)
+        chars = self._cut_one(i, stage)[1]
+        return self._col("trace").prefix_one(*self._where(i), chars) if chars else ""
 
     def prompt(self, i: int, stage: int) -> str:
-        return self.prompts([i], stage)[0]
+        """The prompt text row ``i`` gets at ``stage``."""
+        i, stage = self._check_index(i), self._check_stage(stage)
+        k, chars = self._cut_one(i, stage)
+        c, local = self._where(i)
+        if k == 0:
+            return self._col("bare").text_one(c, local)
+        return (self._col("prefix").text_one(c, local) + self._col("trace").prefix_one(c, local, chars)
+                + self._col("suffix").text_one(c, local))
 
     def prompt_ids(self, i: int, stage: int) -> list[int]:
-        return self.prompt_ids_batch([i], stage)[0].tolist()
+        """The prompt token ids row ``i`` gets at ``stage``."""
+        i, stage = self._check_index(i), self._check_stage(stage)
+        k = self._cut_one(i, stage)[0]
+        c, local = self._where(i)
+        if k == 0:
+            return self._col("bare_ids").ids_one(c, local).tolist()
+        return (self._col("prefix_ids").ids_one(c, local).tolist() + self._col("trace_ids").ids_one(c, local)[:k].tolist()
+                + self._col("suffix_ids").ids_one(c, local).tolist())
 
     def messages(self, i: int, stage: int) -> list[dict[str, str]]:
-        return self.messages_batch([i], stage)[0]
+        """The chat messages row ``i`` gets at ``stage`` (see :meth:`messages_batch`)."""
+        i, stage = self._check_index(i), self._check_stage(stage)
+        k, chars = self._cut_one(i, stage)
+        c, local = self._where(i)
+        messages = json.loads(self._col("messages").text_one(c, local))
+        if k:
+            self._place_hint(messages, self._col("trace").prefix_one(c, local, chars))
+        return messages
+
+    def _place_hint(self, messages: list[dict[str, str]], hint: str) -> None:
+        if self._placement == "user":
+            last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+            messages[last]["content"] += self._hint_label + hint
+        elif self._placement == "assistant":
+            messages.append({"role": "assistant", "content": hint})
+        else:
+            messages[-1]["content"] += "\n" + hint
 
     # -- batches: O(batch), whatever the number of rows --------------------------------------------
 
@@ -345,21 +431,13 @@ class Curriculum:
         the template themselves. Assistant placement ends with an assistant message holding the hint
         (the trainer must continue it rather than open a new turn)."""
         idx, _, tokens, chars = self._prepare(indices, stage)
-        placement = self.manifest["prompt"]["placement"]
-        label = self.manifest["prompt"].get("hint_label") or ""
         out = []
         loc = self._locate(idx)
         hints = self._col("trace").texts(loc, chars)
         for raw, hint, k in zip(self._col("messages").texts(loc), hints, tokens.tolist()):
             messages = json.loads(raw)
             if k:
-                if placement == "user":
-                    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
-                    messages[last]["content"] += label + hint
-                elif placement == "assistant":
-                    messages.append({"role": "assistant", "content": hint})
-                else:
-                    messages[-1]["content"] += "\n" + hint
+                self._place_hint(messages, hint)
             out.append(messages)
         return out
 
@@ -381,44 +459,33 @@ class Curriculum:
             return [x.tolist() for x in self.prompt_ids_batch(indices, stage)]
         return self.messages_batch(indices, stage)
 
+    def _id_arrays(self, indices: Sequence[int], stage: int | None) -> list[np.ndarray]:
+        """Prompt ids as int32 arrays; ``stage=None``: with no hint at all."""
+        if stage is None:
+            return self._col("bare_ids").ids(self._locate(self._indices(indices)))
+        return self.prompt_ids_batch(indices, stage)
+
     # -- datasets views ----------------------------------------------------------------------------
 
-    def view(self, step: int, total_steps: int | None = None, output: str = "text") -> Any:
-        """A ``datasets.Dataset`` of every row as seen at training ``step``.
+    def view(self, step: int, total_steps: int | None = None, output: str = "text") -> CurriculumView:
+        """Every row as seen at training ``step``, as a ``datasets.Dataset`` (a :class:`CurriculumView`).
 
         Columns: ``row_id``, ``prompt`` (text, chat messages or token ids per ``output``), ``answer``
-        and the kept columns. Prompts are rendered lazily on access, so building the view is O(1).
+        and the kept columns. Making the view renders nothing; each access renders the rows it returns.
         """
         return self._dataset(self.stage_at(step, total_steps), output)
 
-    def stage_view(self, stage: int, output: str = "text") -> Any:
+    def stage_view(self, stage: int, output: str = "text") -> CurriculumView:
+        """Every row at ``stage``, as :meth:`view`."""
         return self._dataset(self._check_stage(stage), output)
 
-    def eval_view(self, output: str = "text") -> Any:
-        """Every row with no hint at all (the prompt the model gets when it reasons alone)."""
+    def eval_view(self, output: str = "text") -> CurriculumView:
+        """Every row with no hint at all (the prompt the model gets when it reasons alone), as :meth:`view`."""
         return self._dataset(None, output)
 
-    def _dataset(self, stage: int | None, output: str) -> Any:
-        import datasets
+    def _dataset(self, stage: int | None, output: str) -> CurriculumView:
+        from rtpo_data.view import CurriculumView
 
         if output not in OUTPUTS:
             raise RtpoDataError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
-        columns = ["row_id", "answer", *self.kept_columns]
-        table = self._rows.select(columns).append_column("__index__", pa.array(np.arange(len(self))))
-        # An explicit fingerprint: otherwise datasets hashes the whole table (O(rows), and it fails
-        # to pickle some pyarrow types on Python 3.12).
-        ds = datasets.Dataset(table, fingerprint=f"{self.fingerprint}-view-{stage}-{output}")
-        return ds.with_transform(_Render(self, stage, output, columns))
-
-
-class _Render:
-    """The lazy ``prompt`` column of :meth:`Curriculum.view` (a class, so the view pickles)."""
-
-    def __init__(self, cur: Curriculum, stage: int | None, output: str, columns: list[str]) -> None:
-        self.cur, self.stage, self.output, self.columns = cur, stage, output, columns
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        prompts = self.cur.render(batch["__index__"], self.stage, self.output)
-        out = {"row_id": batch["row_id"], "prompt": prompts}
-        out.update({c: batch[c] for c in self.columns if c != "row_id"})
-        return out
+        return CurriculumView.create(self, stage, output)

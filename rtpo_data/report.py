@@ -63,6 +63,7 @@ def summary(cur: Curriculum) -> dict[str, Any]:
         "schedule": m["schedule"],
         "stages": stages,
         "checks": m["checks"],
+        "stats": {"leaks": m["stats"].get("leaks", {"on_leak": "keep"})},
         "trace_tokens_hist": _histogram(trace_len),
     }
 

@@ -159,6 +159,8 @@ def _think(text: str) -> SplitTrace | None:
 
 
 def _gsm8k(text: str) -> SplitTrace | None:
+    if "####" not in text:  # the regex needs it; this skips the regex's scan of every other trace
+        return None
     m = _GSM8K.search(text)
     if m is None:
         return None

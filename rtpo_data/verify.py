@@ -10,7 +10,11 @@ Checks, each reported separately with the first failing (row, stage) pairs:
   tokenizer adds by itself aside);
 - ``drift``: tokenizing ``prompt(i, s)`` as a trainer does gives ``prompt_ids(i, s)``; a rate, not a
   failure, for the ``token`` unit, whose cuts inside words can re-merge;
-- ``leaks``: no hint's final statement states the gold answer.
+- ``leaks``: hints whose final statement states the gold answer. A leak is a judgment about content
+  made by a heuristic (it has false positives: docs/exactness.md), so it is reported as a rate with
+  the rows it flags, and fails the run only above ``max_leak_rate`` (default
+  :data:`DEFAULT_MAX_LEAK_RATE`, ``inspect --verify --max-leak-rate``). The other checks are facts:
+  any failure fails the run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from rtpo_data.errors import RtpoDataError
 from rtpo_data.tokenizer import load_tokenizer
 
 MAX_EXAMPLES = 5
+MAX_ROWS = 1000  # flagged row ids listed per check (the count is always exact)
+DEFAULT_MAX_LEAK_RATE = 0.01  # leaking hints / hints checked above which --verify fails
 
 
 @dataclass
@@ -38,15 +44,26 @@ class Check:
     examples: list[str] = field(default_factory=list)
     fatal: bool = True  # a failure makes the curriculum invalid (drift on the token unit does not)
     note: str = ""
+    max_rate: float | None = None  # fails only above this rate (None: any failure fails, if fatal)
+    rows: list[str] = field(default_factory=list)  # ids of the rows with a failure (up to MAX_ROWS)
+    rows_failed: int = 0
+    _last_row: str | None = field(default=None, repr=False)  # rows are checked in order, stages together
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, row_id: str | None = None) -> None:
         self.failed += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(message)
+        if row_id is not None and row_id != self._last_row:
+            self.rows_failed += 1
+            self._last_row = row_id
+            if len(self.rows) < MAX_ROWS:
+                self.rows.append(row_id)
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 or not self.fatal
+        if not self.fatal:
+            return True
+        return self.failed == 0 if self.max_rate is None else self.rate <= self.max_rate
 
     @property
     def rate(self) -> float:
@@ -61,6 +78,8 @@ class Check:
             "rate": round(self.rate, 6),
             "examples": self.examples,
             "note": self.note,
+            **({"max_rate": self.max_rate, "rows_failed": self.rows_failed, "rows": self.rows}
+               if self.max_rate is not None else {}),
         }
 
 
@@ -92,8 +111,12 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> Check:
     return check
 
 
-def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256) -> VerifyReport:
-    """Run every check on every row. ``tokenizer`` defaults to the one the curriculum names."""
+def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256,
+           max_leak_rate: float = DEFAULT_MAX_LEAK_RATE) -> VerifyReport:
+    """Run every check on every row. ``tokenizer`` defaults to the one the curriculum names; the
+    leak check fails only when more than ``max_leak_rate`` of the hints leak."""
+    if not 0 <= max_leak_rate <= 1:
+        raise RtpoDataError(f"--max-leak-rate {max_leak_rate}: give a fraction of hints between 0 and 1, e.g. 0.01.")
     from rtpo_data.artifact import read_manifest
 
     path = Path(path)
@@ -124,7 +147,7 @@ def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256) ->
     drift = Check("drift", fatal=manifest["unit"] != "token")
     if not drift.fatal:
         drift.note = "the token unit cuts inside words, where BPE merges can differ; reported as a rate"
-    leaks = Check("leaks")
+    leaks = Check("leaks", max_rate=max_leak_rate, note=f"fails above {max_leak_rate:.2%}")
     rows = cur._rows
     for start in range(0, len(cur), batch_rows):
         idx = np.arange(start, min(start + batch_rows, len(cur)))
@@ -193,5 +216,6 @@ def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256) ->
                     leaks.checked += 1
                     hint = traces[r][: int(char_cut[r, s])]
                     if leaks_answer(hint, answers[r]):
-                        leaks.fail(f"row {i} (id {rid}) stage {s}: the hint ends by stating the answer {answers[r]!r}")
+                        leaks.fail(f"row {i} (id {rid}) stage {s}: the hint ends by stating the answer {answers[r]!r}",
+                                   row_id=rid)
     return VerifyReport(str(path), [checksums, invariants, exact, drift, leaks])

@@ -197,3 +197,31 @@ def test_shards_open_with_datasets(gsm8k_curriculum: Curriculum) -> None:
     name = gsm8k_curriculum.manifest["shards"]["rows"][0]["name"]
     ds = datasets.Dataset.from_file(str(gsm8k_curriculum.path / name))
     assert ds.num_rows == 500 and "trace_ids" in ds.column_names
+
+
+def test_build_sample_checks_drift_on_each_rows_shortest_hint(tmp_path, qwen3) -> None:
+    """The build tokenizes one prompt per sampled row again, the one with the row's shortest
+    non-empty hint, and counts drift per stage: the same counts as tokenizing those prompts here."""
+    from helpers import math_rows
+
+    rows = math_rows()
+    # MATH row 1198 drifts with the token unit when its hint is 23 of its 82 tokens (a cut that BPE
+    # merges when the text is tokenized whole: docs/exactness.md), not when it is 35.
+    drifting = {"id": "m1198", "problem": rows[1198]["problem"], "solution": rows[1198]["solution"]}
+    sample = [{"id": f"m{i}", "problem": r["problem"], "solution": r["solution"]} for i, r in enumerate(rows[:5])]
+    src = write_jsonl(tmp_path / "rows.jsonl", [*sample[:3], drifting, *sample[3:]])
+    for fraction, drifts in ((0.285, 1), (0.43, 0)):
+        out = tmp_path / f"cur{fraction}"
+        result = build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", unit="token",
+                                   schedule="staged", fractions=(1.0, fraction, 0.0), check_sample=6), progress=False)
+        checks = result.manifest["checks"]
+        cur = Curriculum.open(out)
+        assert cur.cut(3, 1)[0] == int(fraction * 82)
+        expected = np.zeros(cur.num_stages, dtype=int)
+        for r in range(6):
+            hints = cur.hint_tokens()[r]
+            s = int(np.flatnonzero(hints == hints[hints > 0].min())[0])
+            expected[s] += qwen3(cur.prompt(r, s))["input_ids"] != cur.prompt_ids(r, s)
+        assert checks["sample_rows"] == 6 and checks["sample_prompts"] == 6
+        assert checks["drift_per_stage"] == expected.tolist() and expected.sum() == drifts
+        assert checks["drift_rate"] == round(drifts / 6, 6)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import make_tokenizer, write_jsonl
-from rtpo_data.cli.main import app
+from rtpo_data.cli.main import _stage_table, app
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
@@ -37,6 +37,65 @@ def test_version_and_help() -> None:
     assert result.exit_code == 0 and "--tokenizer" in result.output and "--unit" in result.output
 
 
+# Run with the trainers made unimportable (None in sys.modules: ``import trl`` raises
+# ModuleNotFoundError and importlib.util.find_spec("trl") is None, as when they are not installed).
+_CORE_ONLY = """
+import json, sys
+for name in ("trl", "openrlhf", "torch", "accelerate", "ray", "deepspeed", "vllm", "peft"):
+    sys.modules[name] = None
+from typer.main import get_command
+from typer.testing import CliRunner
+from rtpo_data.cli.main import app
+
+def paths(command, prefix=()):
+    yield prefix
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from paths(sub, (*prefix, name))
+
+runner = CliRunner()
+out = {" ".join(p): runner.invoke(app, [*p, "--help"]) for p in paths(get_command(app))}
+out["run train trl"] = runner.invoke(app, ["train", "trl", "--curriculum", "cur", "--model_name_or_path", "m"])
+out["run train openrlhf"] = runner.invoke(app, ["train", "openrlhf", "--curriculum", "cur"])
+print(json.dumps({k: [r.exit_code, r.output] for k, r in out.items()}))
+"""
+
+
+def test_every_help_works_with_only_the_core_installed() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _CORE_ONLY], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    helps = {k: v for k, v in results.items() if not k.startswith("run ")}
+    assert set(helps) >= {"", "build", "inspect", "train", "train trl", "train openrlhf", "export", "export trl"}
+    for command, (code, output) in helps.items():
+        assert code == 0, (command, output)
+        assert "usage" in output.lower() and "Error" not in output and "Traceback" not in output, (command, output)
+    for trainer in ("trl", "openrlhf"):
+        assert "--curriculum DIR" in helps[f"train {trainer}"][1]
+    # The install hint comes when the command runs.
+    code, output = results["run train trl"]
+    assert code == 1 and "pip install 'rtpo-data[trl]'" in output and "Traceback" not in output, output
+    code, output = results["run train openrlhf"]
+    assert code == 1 and "pip install 'rtpo-data[openrlhf]'" in output and "Traceback" not in output, output
+
+
+def test_train_trl_help_lists_trl_flags_when_trl_is_installed() -> None:
+    import dataclasses
+
+    pytest.importorskip("trl")
+    from rtpo_data.adapters.trl import RTPOScriptArguments
+    from rtpo_data.cli.main import _TRAIN_HELP
+
+    result = run("train", "trl", "--help")
+    assert result.exit_code == 0, result.output
+    assert "--learning_rate" in result.output and "--curriculum" in result.output
+    # The help shown without TRL names every option of the launcher's own.
+    for f in dataclasses.fields(RTPOScriptArguments):
+        assert f"--{f.name}" in _TRAIN_HELP["trl"], f.name
+
+
 def test_inspect_summary_row_json_plot(built: Path, tmp_path: Path) -> None:
     result = run("inspect", built)
     assert result.exit_code == 0, result.output
@@ -53,6 +112,25 @@ def test_inspect_summary_row_json_plot(built: Path, tmp_path: Path) -> None:
     assert rec["prompt"][rec["hint_start"]:rec["hint_end"]] and rec["stage"] == 1
     png = tmp_path / "cur.png"
     assert run("inspect", built, "--plot", png).exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stage_table_fits_80_columns(built: Path) -> None:
+    from rich.console import Console
+
+    # The widest figures a real curriculum reaches: a million rows, 16k-token hints, six-digit steps.
+    widest = [{"stage": s, "steps": [s * 12_500, None if s == 19 else s * 12_500 + 12_499], "fraction": 1 - s / 19,
+               "kept_fraction_mean": 0.5, "hint_tokens_mean": 16_384.0, "hint_tokens_p95": 16_384.0,
+               "rows_with_hint": 1_000_000, "rollout_tokens_saved_pct": 100.0} for s in range(20)]
+    console = Console(width=80, record=True)
+    console.print(_stage_table(widest))
+    text = console.export_text()
+    assert "\u2026" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "237500-" in text and "1,000,000" in text and "16384.0" in text
+    for header in ("stage", "target", "fraction", "hint mean", "with hint", "saved"):
+        assert header in text
+    result = run("inspect", built)
+    assert "\u2026" not in result.output and "with hint" in result.output, result.output
 
 
 def test_verify_passes_and_json(built: Path) -> None:
