@@ -99,7 +99,8 @@ PRESETS = {
         max_completion_length=24, eval_every=2, seeds=(0,), linear_stages=4, jobs=1,
     ),
     "cuda": Preset(
-        difficulties=(2, 3, 4, 5, 6, 7, 8, 9, 10), sft_rows_per_difficulty=2000, rl_rows_per_difficulty=2000,
+        difficulties=(2, 3, 4, 5, 6, 7, 8, 9, 10), sft_endings=(5, 6, 7, 8, 9, 10), sft_rows_per_difficulty=2000,
+        rl_rows_per_difficulty=2000,
         eval_rows_per_difficulty=100, hidden=256, layers=6, heads=8, sft_steps=1500, sft_batch=64,
         rl_steps=400, prompts_per_step=32, num_generations=16, max_completion_length=112, eval_every=25,
         jobs=1, device="cuda",
