@@ -17,8 +17,12 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,8 +86,46 @@ def resolve_tokenizer_path(spec: str) -> str:
     return str(dest)
 
 
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block and raise it as ``KeyboardInterrupt`` when the
+    block ends.
+
+    Loading a tokenizer imports transformers, which imports torch where it is installed. torch's
+    C++ extension runs Python code while it initializes (``torch._C._autograd_init``); a
+    KeyboardInterrupt raised there is thrown through pybind11 where nothing can catch it, and the
+    process aborts ("terminate called after throwing an instance of 'pybind11::error_already_set'",
+    SIGABRT) instead of stopping with its message. Holding the signal for the block makes a Ctrl-C
+    there stop the program as one anywhere else does, a moment later.
+
+    Only on the main thread and over Python's own SIGINT handler: a handler the program installed
+    itself is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 def load_tokenizer(spec: str) -> Any:
-    """Load a fast tokenizer, with errors that say what to pass instead."""
+    """Load a fast tokenizer, with errors that say what to pass instead.
+
+    A Ctrl-C while it loads is raised once it has loaded (see :func:`ctrl_c_held`).
+    """
+    with ctrl_c_held():
+        return _load_tokenizer(spec)
+
+
+def _load_tokenizer(spec: str) -> Any:
     # Imported here: transformers takes about a second to import and the CLI's --help should not wait.
     from transformers import AutoTokenizer
 

@@ -85,13 +85,28 @@ def test_killed_builds_leave_old_or_nothing(big_source: Path, tmp_path: Path, si
     assert _complete(out)
 
 
+def _build_with(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
+    """Run ``rtpo-data build`` on a one-row source through ``script``, a CLI entry point that
+    prepares an interrupt and then runs the app."""
+    src = write_jsonl(tmp_path / "rows.jsonl", [{"question": "q?", "solution": "Yes. #### 1"}])
+    (tmp_path / "interrupted_cli.py").write_text(script)
+    return subprocess.run([sys.executable, "-m", "interrupted_cli", "build", str(src), "--out", str(tmp_path / "cur"),
+                           "--tokenizer", "offline:qwen3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def _assert_stopped_cleanly(proc: subprocess.CompletedProcess, out: Path) -> None:
+    """What a user sees after a Ctrl-C in a build: the message, exit status 130, no curriculum."""
+    assert proc.returncode == 130, proc.stderr
+    assert "Interrupted: nothing was written." in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
 def test_ctrl_c_surfacing_through_a_string_exec_still_exits_130(tmp_path: Path) -> None:
     """CPython marks a KeyboardInterrupt that leaves ``exec(str)`` as unhandled even when it is
     caught, and under ``python -m`` then dies of SIGINT (-2) instead of the exit status chosen. A
     build interrupted while ``transformers`` imports lazily (``dataclasses`` runs ``exec(str)``)
     hit this now and then; here the interrupt is placed there on purpose."""
-    src = write_jsonl(tmp_path / "rows.jsonl", [{"question": "q?", "solution": "Yes. #### 1"}])
-    (tmp_path / "interrupted_cli.py").write_text(
+    script = (
         "import importlib\n"
         "def build(*args, **kwargs):\n"
         "    exec('raise KeyboardInterrupt', {})\n"
@@ -99,11 +114,32 @@ def test_ctrl_c_surfacing_through_a_string_exec_still_exits_130(tmp_path: Path) 
         "from rtpo_data.cli.main import app\n"
         "app()\n"
     )
-    proc = subprocess.run([sys.executable, "-m", "interrupted_cli", "build", str(src), "--out", str(tmp_path / "cur"),
-                           "--tokenizer", "offline:qwen3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 130, proc.stderr
-    assert "Interrupted: nothing was written." in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "cur").exists()
+    proc = _build_with(tmp_path, script)
+    _assert_stopped_cleanly(proc, tmp_path / "cur")
+
+
+def test_ctrl_c_while_the_tokenizer_loads_is_held_until_it_has_loaded(tmp_path: Path) -> None:
+    """Loading the tokenizer imports torch (through transformers), and a KeyboardInterrupt raised
+    while torch's C++ code runs Python aborts the process (SIGABRT, no message) instead of stopping
+    it. So a Ctrl-C during loading is held and raised once loading is over: the build stops with its
+    message and exit status 130, and loading was never cut short. The abort itself cannot be staged
+    without torch's internals; here the Ctrl-C arrives at a known point inside loading."""
+    loaded = tmp_path / "loaded"
+    script = (
+        "import signal, transformers\n"
+        "original = transformers.AutoTokenizer.from_pretrained\n"
+        "def from_pretrained(*args, **kwargs):\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "    tok = original(*args, **kwargs)\n"
+        f"    open({str(loaded)!r}, 'w').close()\n"
+        "    return tok\n"
+        "transformers.AutoTokenizer.from_pretrained = from_pretrained\n"
+        "from rtpo_data.cli.main import app\n"
+        "app()\n"
+    )
+    proc = _build_with(tmp_path, script)
+    assert loaded.exists(), "the Ctrl-C was raised inside tokenizer loading, not after it"
+    _assert_stopped_cleanly(proc, tmp_path / "cur")
 
 
 @pytest.mark.slow
