@@ -61,6 +61,7 @@ import numpy as np
 from rtpo_data.adapters.openrlhf_prompt import CurriculumTokenizer, PromptText
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import ConfigError, RtpoDataError
+from rtpo_data.schedule import resolve_horizon
 from rtpo_data.tokenizer import check_tokenizer
 
 try:
@@ -113,7 +114,9 @@ def open_curriculum(path: str | None, flag: str = "--data.prompt_dataset") -> Cu
 
 
 def resolve_total_steps(cur: Curriculum, override: int | str | None = None) -> int:
-    """The schedule's horizon: ``override``, else ``$RTPO_DATA_TOTAL_STEPS``, else the curriculum's ``total_steps``."""
+    """The schedule's horizon: ``override``, else ``$RTPO_DATA_TOTAL_STEPS``, else the curriculum's
+    ``total_steps`` (:func:`rtpo_data.schedule.resolve_horizon`; OpenRLHF cannot say in advance how
+    many steps it will train, since dynamic filtering changes that, so there is no trainer's count)."""
     value = override if override is not None else os.environ.get(TOTAL_STEPS_ENV) or None
     if value is not None:
         try:
@@ -122,14 +125,9 @@ def resolve_total_steps(cur: Curriculum, override: int | str | None = None) -> i
             total = 0
         if total <= 0:
             raise RtpoDataError(f"--rtpo.total_steps / {TOTAL_STEPS_ENV} = {value!r}: give a positive number of training steps.")
-        return total
-    if cur.total_steps is None:
-        raise RtpoDataError(
-            f"{cur.path} was built without --total-steps, and OpenRLHF cannot say in advance how many training "
-            "steps it will run (dynamic filtering changes it), so the schedule has no horizon. Rebuild with "
-            f"--total-steps N, or pass --rtpo.total_steps N to `rtpo-data train openrlhf` (or set {TOTAL_STEPS_ENV})."
-        )
-    return int(cur.total_steps)
+        return resolve_horizon(total, built=cur.total_steps, trainer=None)
+    return resolve_horizon("auto", built=cur.total_steps, trainer=None, curriculum=str(cur.path),
+                           trainer_steps=f"--rtpo.total_steps (or {TOTAL_STEPS_ENV})")
 
 
 def longest_prompt(cur: Curriculum, num_rows: int | None = None) -> tuple[int, int]:
@@ -248,7 +246,8 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
         super().__init__()
         self.curriculum = curriculum if isinstance(curriculum, Curriculum) else Curriculum.open(curriculum)
         self.hint = hint
-        self.total_steps = resolve_total_steps(self.curriculum, total_steps) if hint else None
+        self.clock = self.curriculum.clock(resolve_total_steps(self.curriculum, total_steps)) if hint else None
+        self.total_steps = self.clock.total_steps if self.clock else None
         n = len(self.curriculum)
         self.num_rows = n if max_samples is None else max(0, min(int(max_samples), n))
         self.step = 0
@@ -265,7 +264,7 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
     @property
     def stage(self) -> int | None:
         """The stage in force at ``self.step`` (None without hint)."""
-        return self.curriculum.stage_at(self.step, self.total_steps) if self.hint else None
+        return self.clock.stage_at(self.step) if self.clock else None
 
     def __len__(self) -> int:
         return self.num_rows

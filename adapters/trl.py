@@ -24,7 +24,8 @@ Row -> step arithmetic (TRL's ``RepeatSampler``)::
 The schedule's horizon is the curriculum's ``total_steps`` when it was built with one, else the
 trainer's ``max_steps`` (``state.max_steps`` once training starts). If both are set and differ,
 training stops before the first step and says so: pass ``horizon="curriculum"`` or
-``horizon="trainer"`` to choose explicitly.
+``horizon="trainer"`` to choose explicitly (:func:`rtpo_data.schedule.resolve_horizon`, the rule
+every adapter uses).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import pyarrow as pa
 
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import RtpoDataError
+from rtpo_data.schedule import HORIZONS, Clock, resolve_horizon
 from rtpo_data.tokenizer import check_tokenizer
 
 try:
@@ -50,7 +52,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 INDEX_COLUMN = "rtpo_index"
 CURRICULUM_COLUMN = "rtpo_curriculum"
-HORIZONS = ("auto", "curriculum", "trainer")
 TOKENIZER_OVERRIDE = "pass allow_tokenizer_mismatch=True (--allow_tokenizer_mismatch true)"
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class RTPOTrainer(GRPOTrainer):
             )
         self.curriculum = curriculum if isinstance(curriculum, Curriculum) else Curriculum.open(curriculum)
         self.rtpo_horizon = horizon
-        self._rtpo_total: int | None = None
+        self._rtpo_clock: Clock | None = None
         self._rtpo_curricula: dict[str, Curriculum] = {self.curriculum.fingerprint: self.curriculum}
         self._rtpo_pending: tuple[list[str], list[Any]] | None = None
         self._rtpo_lists = _IdLists()
@@ -291,38 +292,21 @@ class RTPOTrainer(GRPOTrainer):
                     "rows."
                 )
 
+    def rtpo_clock(self) -> Clock:
+        """The schedule's clock, its horizon chosen by :func:`rtpo_data.schedule.resolve_horizon`
+        from ``horizon``, the curriculum's ``total_steps`` and the trainer's ``max_steps``."""
+        if self._rtpo_clock is None:
+            trainer = int(self.state.max_steps) if getattr(self.state, "max_steps", 0) and self.state.max_steps > 0 else None
+            if trainer is None and self.args.max_steps and self.args.max_steps > 0:
+                trainer = int(self.args.max_steps)
+            total = resolve_horizon(self.rtpo_horizon, built=self.curriculum.total_steps, trainer=trainer,
+                                    curriculum=str(self.curriculum.path))
+            self._rtpo_clock = self.curriculum.clock(total)
+        return self._rtpo_clock
+
     def rtpo_total_steps(self) -> int:
-        """The schedule's horizon (see the module docstring for how it is chosen)."""
-        if self._rtpo_total is not None:
-            return self._rtpo_total
-        built = self.curriculum.total_steps
-        trainer = int(self.state.max_steps) if getattr(self.state, "max_steps", 0) and self.state.max_steps > 0 else None
-        if trainer is None and self.args.max_steps and self.args.max_steps > 0:
-            trainer = int(self.args.max_steps)
-        if self.rtpo_horizon == "curriculum" or (self.rtpo_horizon == "auto" and trainer is None):
-            total = built
-        elif self.rtpo_horizon == "trainer" or built is None:
-            total = trainer
-        elif built != trainer:
-            raise RtpoDataError(
-                f"The curriculum was built for total_steps={built}, but this run trains for max_steps={trainer}. "
-                "Make them agree, or pass horizon='curriculum' (schedule over the build's steps) or "
-                "horizon='trainer' (stretch it over this run)."
-            )
-        else:
-            total = built
-        if total is None and self.rtpo_horizon == "curriculum":
-            raise RtpoDataError(
-                f"horizon='curriculum', but {self.curriculum.path} was built without --total-steps. Rebuild it "
-                "with --total-steps, or pass horizon='trainer' to run the schedule over max_steps."
-            )
-        if total is None:
-            raise RtpoDataError(
-                "The schedule's horizon is unknown: the curriculum was built without --total-steps and the "
-                "trainer's max_steps is not set. Set max_steps, or rebuild with --total-steps."
-            )
-        self._rtpo_total = int(total)
-        return self._rtpo_total
+        """The schedule's horizon (see :meth:`rtpo_clock`)."""
+        return self.rtpo_clock().total_steps
 
     # -- rendering, at the moment prompts become generations ----------------------------------------
 
@@ -393,7 +377,7 @@ class RTPOTrainer(GRPOTrainer):
             cur = self.curriculum
             if any(k is not None and k != cur.fingerprint for k in keys):
                 raise RtpoDataError(f"A training row comes from another curriculum than {cur.path}.")
-            stage = cur.stage_at(int(self.state.global_step), self.rtpo_total_steps())
+            stage = self.rtpo_clock().stage_at(int(self.state.global_step))
             texts, ids = self._render(cur, index, stage, lists=self._ids_as_lists())
             self._log_hint(cur, index, stage)
         else:  # evaluation never shows a hint; rows may come from several curricula
@@ -635,22 +619,14 @@ def export(curriculum: str | Path | Curriculum, config: str | Path, out: str | P
     script, args = parse_recipe(config, num_processes, overrides)
     recipe = yaml.safe_load(config.read_text()) or {}
     geo = geometry_of(args, num_processes)
-    built = cur.total_steps
-    if horizon == "curriculum" or (horizon == "auto" and built is not None and built == geo.max_steps):
-        total = built or geo.max_steps
-    elif horizon == "trainer" or built is None:
-        total = geo.max_steps
-    else:
-        raise RtpoDataError(
-            f"The curriculum was built for total_steps={built}, the config trains max_steps={geo.max_steps}. "
-            "Make them agree, or pass --horizon curriculum / --horizon trainer."
-        )
+    clock = cur.clock(resolve_horizon(horizon, built=cur.total_steps, trainer=geo.max_steps, curriculum=str(cur.path),
+                                      trainer_steps="the config's max_steps", choose="--horizon "))
     b = geo.prompts_per_round
     n_rows = geo.rounds * b
     rng = np.random.default_rng(args.seed)
     order = np.concatenate([rng.permutation(len(cur)) for _ in range(-(-n_rows // len(cur)))])[:n_rows]
     steps = np.asarray([geo.generation_step(j // b) for j in range(n_rows)], dtype=np.int64)
-    stages = np.asarray([cur.stage_at(int(s), total) for s in steps])
+    stages = np.asarray([clock.stage_at(int(s)) for s in steps])
     prompts = cur.prompts(order, stages)
     rows = cur.table(["row_id", "answer", *cur.kept_columns]).take(pa.array(order))
     table = pa.table({
@@ -686,7 +662,7 @@ def export(curriculum: str | Path | Curriculum, config: str | Path, out: str | P
         recipe["reward_weights"] = [*weights[:n_models], 0.0, *weights[n_models:]]
     recipe.pop("dataset_name", None)
     (out / "grpo.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    (out / "export.json").write_text(json.dumps({"curriculum": str(cur.path), "horizon": total, "rows": n_rows,
+    (out / "export.json").write_text(json.dumps({"curriculum": str(cur.path), "horizon": clock.total_steps, "rows": n_rows,
                                                  "geometry": geo.to_dict()}, indent=2))
     return out
 

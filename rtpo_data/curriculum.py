@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from rtpo_data.artifact import TABLES, open_shard, read_manifest
 from rtpo_data.errors import ArtifactError, RtpoDataError
-from rtpo_data.schedule import stage_at as _stage_at
+from rtpo_data.schedule import Clock
 
 if TYPE_CHECKING:
     from rtpo_data.view import CurriculumView
@@ -212,15 +212,22 @@ class Curriculum:
 
     # -- the schedule clock --------------------------------------------------------------------------
 
-    def stage_at(self, step: int, total_steps: int | None = None) -> int:
-        """The stage in force at training ``step`` (0-based). Pure: depends on nothing else."""
+    def clock(self, total_steps: int | None = None) -> Clock:
+        """The schedule's clock over ``total_steps`` steps (default: the build's ``--total-steps``).
+
+        Trainers choose ``total_steps`` with :func:`rtpo_data.schedule.resolve_horizon`.
+        """
         total = total_steps if total_steps is not None else self.total_steps
         if total is None:
             raise RtpoDataError(
                 f"{self.path} was built without --total-steps, so the schedule's horizon is unknown: "
                 "pass total_steps= (the number of training steps) or rebuild with --total-steps."
             )
-        return _stage_at(step, total, self.num_stages)
+        return Clock(tuple(self.stage_fractions), total)
+
+    def stage_at(self, step: int, total_steps: int | None = None) -> int:
+        """The stage in force at training ``step`` (0-based): ``self.clock(total_steps).stage_at(step)``."""
+        return self.clock(total_steps).stage_at(step)
 
     # -- single rows ---------------------------------------------------------------------------------
 

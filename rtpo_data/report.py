@@ -42,9 +42,8 @@ def summary(cur: Curriculum) -> dict[str, Any]:
         )
     steps = None
     if cur.total_steps:
-        total, k = cur.total_steps, cur.num_stages
-        steps = [[-(-s * total // k), -(-(s + 1) * total // k) - 1] for s in range(k)]
-        steps[-1][1] = None  # the last stage holds from its first step on
+        clock = cur.clock()
+        steps = [list(clock.steps_of(s)) for s in range(clock.num_stages)]  # the last one is [first, None]
         for row, span in zip(stages, steps):
             row["steps"] = span
     return {

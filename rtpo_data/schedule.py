@@ -405,3 +405,96 @@ def stage_at(step: int, total_steps: int, num_stages: int) -> int:
     total = _count(total_steps, "total_steps", 1, "the number of training steps the schedule spans")
     k = _count(num_stages, "num_stages", 1, f"e.g. num_stages={DEFAULT_STAGES}")
     return min(k - 1, step * k // total)
+
+
+# -- the clock: which stage a training step gets, over which horizon --------------------------------
+
+HORIZONS: tuple[str, ...] = ("auto", "curriculum", "trainer")
+
+
+@dataclass(frozen=True)
+class Clock:
+    """A curriculum's stages laid out over training steps: the one place that says which stage, and
+    so which kept fraction, a step gets.
+
+    ``fractions[k]`` is stage ``k``'s kept fraction (:func:`stage_fractions`); ``total_steps`` is the
+    horizon, the step count the stages are spread over (:func:`resolve_horizon` chooses it).
+    """
+
+    fractions: tuple[float, ...]
+    total_steps: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        if not self.fractions:
+            raise ConfigError("a clock needs at least one stage", what="schedule")
+        object.__setattr__(self, "total_steps", _count(
+            self.total_steps, "total_steps", 1, "the number of training steps the schedule spans"))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.fractions)
+
+    def stage_at(self, step: int) -> int:
+        """The stage in force at training ``step`` (see :func:`stage_at`)."""
+        return stage_at(step, self.total_steps, self.num_stages)
+
+    def fraction_at(self, step: int) -> float:
+        """The kept fraction in force at training ``step``."""
+        return self.fractions[self.stage_at(step)]
+
+    def steps_of(self, stage: int) -> tuple[int, int | None]:
+        """The inverse of :meth:`stage_at`: ``(first, last)``, the steps that get ``stage``.
+
+        ``last`` is ``None`` for the last stage, which holds from its first step on. With fewer steps
+        than stages some stages get no step at all; for them ``last < first``.
+        """
+        k = self.num_stages
+        stage = _count(stage, "stage", 0, f"stages count from 0 to {k - 1}")
+        if stage >= k:
+            raise ConfigError(f"stage={stage}: this schedule has stages 0..{k - 1}", what="schedule")
+        total = self.total_steps
+        first = -(-stage * total // k)  # the smallest step s with s * k // total >= stage
+        return first, None if stage == k - 1 else -(-(stage + 1) * total // k) - 1
+
+
+def resolve_horizon(mode: str | int, *, built: int | None, trainer: int | None, curriculum: str = "the curriculum",
+                    trainer_steps: str = "max_steps", choose: str = "horizon=") -> int:
+    """The step count a schedule runs over. One rule for every trainer:
+
+    - an integer: that many steps, whatever the build and the trainer say;
+    - ``"curriculum"``: the ``--total-steps`` the curriculum was built with;
+    - ``"trainer"``: the steps this run trains for (``trainer``; ``None`` where the trainer cannot
+      say in advance);
+    - ``"auto"``: whichever of the two is known; both known and different is an error, since one
+      of them is then a mistake.
+
+    ``curriculum``, ``trainer_steps`` and ``choose`` name the curriculum, the trainer's setting
+    and how a user picks a mode (``choose + mode``), so that errors speak the caller's terms.
+    """
+    def named(m: str) -> str:
+        return f"{choose}{m!r}" if choose.endswith("=") else f"{choose}{m}"
+
+    if not isinstance(mode, str):
+        return _count(mode, "total_steps", 1, "the number of training steps the schedule spans")
+    if mode not in HORIZONS:
+        raise ConfigError(f"{named(mode)}: use one of {', '.join(HORIZONS)}", what="schedule horizon")
+    if mode == "curriculum" or (mode == "auto" and trainer is None and built is not None):
+        if built is None:
+            raise ConfigError(
+                f"{named(mode)}, but {curriculum} was built without --total-steps. Rebuild it with --total-steps, "
+                f"or use {named('trainer')} to run the schedule over {trainer_steps}.", what="schedule horizon")
+        return built
+    if mode == "trainer" or built is None:
+        if trainer is None:
+            problem = (f"{curriculum} was built without --total-steps and {trainer_steps} is not set" if mode == "auto"
+                       else f"{named(mode)}, but {trainer_steps} is not set")
+            raise ConfigError(f"the schedule's horizon is unknown: {problem}. Set {trainer_steps}, or rebuild "
+                              "with --total-steps.", what="schedule horizon")
+        return trainer
+    if built != trainer:
+        raise ConfigError(
+            f"{curriculum} was built for total_steps={built}, but this run trains for {trainer_steps}={trainer}. "
+            f"Make them agree, or choose: {named('curriculum')} (the build's steps) or {named('trainer')} "
+            "(stretch the schedule over this run).", what="schedule horizon")
+    return built

@@ -16,8 +16,10 @@ from rtpo_data.schedule import (
     CURVE_KINDS,
     DEFAULT_STAGES,
     KINDS,
+    Clock,
     ScheduleConfig,
     keep_fraction,
+    resolve_horizon,
     stage_at,
     stage_fractions,
 )
@@ -341,6 +343,62 @@ def test_stage_at_uses_no_floating_point():
 def test_stage_at_rejects_bad_input(step, total, k, needle):
     with pytest.raises(ConfigError, match=needle):
         stage_at(step, total, k)
+
+
+@fast
+@given(totals, stage_counts)
+def test_steps_of_lists_exactly_the_steps_at_each_stage(total, k):
+    clock = Clock(tuple(1 - i / k for i in range(k)), total)
+    for stage in range(k):
+        first, last = clock.steps_of(stage)
+        at = [s for s in range(total + 3) if clock.stage_at(s) == stage]
+        if last is None:  # the last stage: every step from its first on
+            assert stage == k - 1 and at == list(range(first, total + 3))
+        else:
+            assert at == list(range(first, last + 1))  # empty (last < first) for a stage no step reaches
+    assert clock.fraction_at(total) == clock.fractions[-1] and clock.fraction_at(0) == clock.fractions[0]
+
+
+def test_worked_example_of_the_module_docstring():
+    clock = Clock((1, 2 / 3, 1 / 3, 0), 100)
+    assert [clock.steps_of(s) for s in range(4)] == [(0, 24), (25, 49), (50, 74), (75, None)]
+    assert clock.fraction_at(60) == pytest.approx(1 / 3)
+    with pytest.raises(ConfigError, match="stage=4: this schedule has stages 0..3"):
+        clock.steps_of(4)
+    with pytest.raises(ConfigError, match="total_steps=0"):
+        Clock((1, 0), 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "built", "trainer", "want"),
+    [
+        ("auto", 100, None, 100),
+        ("auto", None, 60, 60),
+        ("auto", 100, 100, 100),
+        ("auto", 100, 60, "built for total_steps=100, but this run trains for max_steps=60"),
+        ("auto", None, None, "built without --total-steps and max_steps is not set"),
+        ("curriculum", 100, 60, 100),
+        ("curriculum", None, 60, "horizon='curriculum', but the curriculum was built without --total-steps"),
+        ("trainer", 100, 60, 60),
+        ("trainer", 100, None, "horizon='trainer', but max_steps is not set"),
+        (40, 100, 60, 40),
+        (0, 100, 60, "total_steps=0"),
+        ("longest", 100, 60, "horizon='longest': use one of auto, curriculum, trainer"),
+    ],
+)
+def test_resolve_horizon_gives_each_mode_one_meaning(mode, built, trainer, want):
+    if isinstance(want, int):
+        assert resolve_horizon(mode, built=built, trainer=trainer) == want
+    else:
+        with pytest.raises(ConfigError, match=want):
+            resolve_horizon(mode, built=built, trainer=trainer)
+
+
+def test_resolve_horizon_speaks_the_callers_terms():
+    with pytest.raises(ConfigError, match=r"cur/x was built for total_steps=9, .* the config's max_steps=4\. .*"
+                                          r"--horizon curriculum .* --horizon trainer"):
+        resolve_horizon("auto", built=9, trainer=4, curriculum="cur/x", trainer_steps="the config's max_steps",
+                        choose="--horizon ")
 
 
 # -- validation ----------------------------------------------------------------------------------------

@@ -236,8 +236,8 @@ def test_launcher_refuses_unclear_evaluation(extra, message, tmp_path):
         main([*_launcher_flags(tmp_path, cur_dir, tmp_path / "model"), *extra])
 
 
-def _export_setup(tmp_path, recipe: str = "") -> Path:
-    cur_dir, _tok, _model = tiny_setup(tmp_path, total_steps=4, stages=2)
+def _export_setup(tmp_path, recipe: str = "", total_steps: int | None = 4) -> Path:
+    cur_dir, _tok, _model = tiny_setup(tmp_path, total_steps=total_steps, stages=2)
     (tmp_path / "grpo.yaml").write_text(
         f"model_name_or_path: {tmp_path / 'model'}\nbf16: false\nuse_cpu: true\nreport_to: none\nnum_generations: 4\n"
         "max_completion_length: 8\nmax_steps: 4\nlogging_steps: 1\nsave_strategy: 'no'\ndisable_tqdm: true\nseed: 3\n"
@@ -262,6 +262,21 @@ def test_export_order_matches_trl_consumption(tmp_path):
         i = next(j for j in range(len(cur)) if cur.row_id(j) == rid)
         assert prompt == cur.prompt(i, stage)
     assert table["rtpo_stage"] == [0] * 8 + [1] * 8
+
+
+def test_export_horizon_follows_the_one_rule(tmp_path):
+    """``--horizon curriculum`` on a curriculum built without ``--total-steps`` is an error (it used to
+    fall back to the config's max_steps silently); ``auto`` runs the schedule over max_steps."""
+    import pyarrow.parquet as pq
+
+    from rtpo_data.adapters.trl import export
+
+    cur_dir = _export_setup(tmp_path, total_steps=None)
+    with pytest.raises(RtpoDataError, match="--horizon curriculum, but .* was built without --total-steps"):
+        export(cur_dir, tmp_path / "grpo.yaml", tmp_path / "run", horizon="curriculum")
+    run = export(cur_dir, tmp_path / "grpo.yaml", tmp_path / "run", horizon="auto")
+    assert pq.read_table(run / "train.parquet").column("rtpo_stage").to_pylist() == [0] * 8 + [1] * 8
+    assert json.loads((run / "export.json").read_text())["horizon"] == 4
 
 
 def test_stock_trl_grpo_runs_an_export_with_weights_and_unscorable_rows(tmp_path):
