@@ -166,10 +166,27 @@ def test_recipe_with_flag_override(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_python_api_mirrors_cli(tmp_path: Path) -> None:
+    """The same options through ``rtpo_data.build`` and through ``rtpo-data build`` give the same
+    curriculum: the same configuration, statistics and checks, and byte-identical shards."""
     import rtpo_data
 
-    res = rtpo_data.build(rtpo_data.BuildConfig(source=str(EXAMPLE), out=str(tmp_path / "api"), tokenizer="offline:qwen3"))
-    assert res.manifest["num_rows"] == 24 and res.path.is_dir()
+    res = rtpo_data.build(rtpo_data.BuildConfig(
+        source=str(EXAMPLE), out=str(tmp_path / "api"), tokenizer="offline:qwen3", keep_columns=["source"],
+        schedule="cosine", stages=6, total_steps=300, unit="sentence", on_leak="trim"), progress=False)
+    result = run("build", EXAMPLE, "--out", tmp_path / "cli", "--tokenizer", "offline:qwen3", "--keep-column", "source",
+                 "--schedule", "cosine", "--stages", "6", "--total-steps", "300", "--unit", "sentence", "--on-leak", "trim")
+    assert result.exit_code == 0, result.output
+
+    def facts(path: Path) -> dict:
+        manifest = json.loads((path / "manifest.json").read_text())
+        for varies in ("created_at", "build_seconds"):
+            manifest.pop(varies)
+        manifest["config"].pop("out")
+        return manifest
+
+    api, cli = facts(res.path), facts(tmp_path / "cli")
+    assert api == cli and api["num_stages"] == 6 and api["unit"] == "sentence"
+    assert [s["sha256"] for s in api["shards"]["rows"]] == [s["sha256"] for s in cli["shards"]["rows"]]
 
 
 def _bad(tmp_path: Path) -> dict[str, Path]:

@@ -4,7 +4,6 @@ nested boxes, custom patterns."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -47,9 +46,7 @@ def test_gsm8k_every_solution(gsm8k: list[dict]) -> None:
 
 def test_math_every_solution(math_rows: list[dict]) -> None:
     assert len(math_rows) == 5000
-    started = time.perf_counter()
-    splits = [split_answer(r["solution"]) for r in math_rows]
-    assert time.perf_counter() - started < 10
+    splits = [split_answer(r["solution"]) for r in math_rows]  # its speed: benchmarks/answer_split.py
     empty = 0
     for row, s in zip(math_rows, splits):
         assert s.format == "boxed", row["id"]

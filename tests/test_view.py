@@ -151,10 +151,21 @@ def test_render_without_hint_in_every_output(curriculum: Curriculum) -> None:
 
 
 def test_ids_do_not_alias_the_memory_map(curriculum: Curriculum, tmp_path: Path) -> None:
+    """The caller owns the arrays it gets, on every path: a hinted prompt (assembled from pieces) and
+    a prompt with no hint, which is the stored no-hint ids as they are, the path where handing out
+    the memory map itself would be easy. Writing into them must work and change nothing stored."""
     cur = curriculum
-    a = cur.prompt_ids_batch([0, 0], [0, cur.num_stages - 1])
-    a[0][:] = -1  # the caller owns what it gets
-    assert cur.prompt_ids(0, 0) == _reference(cur, 0, 0)[1]
+    last = cur.num_stages - 1
+    rows = [i for i in range(len(cur)) if cur.cut(i, 0)[0] > 0][:3]
+    assert rows and all(cur.cut(i, last)[0] == 0 for i in rows)  # both paths are taken
+    want = {(i, s): list(_reference(cur, i, s)[1]) for i in rows for s in (0, last)}
+    got = cur.prompt_ids_batch(rows + rows, [0] * len(rows) + [last] * len(rows))
+    views = [cur.view(0, total_steps=1, output="ids"), cur.eval_view(output="ids")]
+    got += [np.asarray(row["prompt"]) for view in views for row in view.with_format("numpy").select(rows)]
+    for ids in got:
+        ids[:] = -1
+    assert {(i, s): cur.prompt_ids(i, s) for i in rows for s in (0, last)} == want
+    assert cur.render(rows, None, "ids") == [want[i, last] for i in rows]
 
 
 def test_rows_are_gathered_into_large_record_batches(tmp_path: Path) -> None:
