@@ -110,13 +110,7 @@ def champ_rows() -> list[dict[str, Any]]:
     return rows
 
 
-_WORDS = (
-    "Let us compute the value of x so we get then since this means that first next therefore substitute "
-    "into equation term sum product both sides divide multiply by and is are we have it gives check again "
-    "so the total becomes which equals but notice square root factor common denominator numerator remainder "
-    "integer positive negative case consider assume suppose prime modulo triangle angle area length "
-    "Wait, Hmm, Alternatively, Actually, Okay, Now, Hence Thus Because Right. Maybe"
-).split()
+_WORDS = ["Let", "us", "compute", "the", "value", "of", "x", "so", "we", "get", "then", "since", "this", "means", "that", "first", "next", "therefore", "substitute", "into", "equation", "term", "sum", "product", "both", "sides", "divide", "multiply", "by", "and", "is", "are", "we", "have", "it", "gives", "check", "again", "so", "the", "total", "becomes", "which", "equals", "but", "notice", "square", "root", "factor", "common", "denominator", "numerator", "remainder", "integer", "positive", "negative", "case", "consider", "assume", "suppose", "prime", "modulo", "triangle", "angle", "area", "length", "Wait,", "Hmm,", "Alternatively,", "Actually,", "Okay,", "Now,", "Hence", "Thus", "Because", "Right.", "Maybe"]
 _LATEX = [
     r"$x^2 + y^2 = r^2$", r"\frac{a}{b}", r"$\sqrt{2}$", r"\left( x - 1 \right)", r"$\sum_{k=1}^{n} k$",
     r"\cdot", r"\equiv", r"$\pi r^2$", r"\binom{n}{k}", r"$\int_0^1 f(x)\,dx$", r"$a_{n+1} = 2a_n$",
@@ -442,7 +436,7 @@ def child_profile(p: dict[str, Any]) -> dict[str, Any]:
     total = time.perf_counter() - t0
     stats = pstats.Stats(prof)
     rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{Path(file).name}:{line}" if file != "~" else "<built-in>"
         rows.append({"function": f"{func} ({where})", "own_s": tt, "cum_s": ct, "calls": nc})
     rows.sort(key=lambda r: -r["own_s"])
@@ -850,7 +844,7 @@ def section_perrow(args: Any, paths: dict[str, Path], work: Path, table: Table, 
     r1 = work / "curricula" / f"render-r1_8k-{RENDER_ROWS_QUICK if args.quick else RENDER_ROWS}"
     table.section("2b. per-row methods, one row per call (random rows and stages)")
     raw["perrow"] = {}
-    for label, (source, out) in sets.items():
+    for source, out in sets.values():
         if not (out / "manifest.json").exists():
             run_child("build_e2e", {"source": str(source), "out": str(out), "batch_size": 512})
     for label, cur in [*((k, v[1]) for k, v in sets.items()), ("synthetic R1 ~8k tok", r1)]:

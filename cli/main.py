@@ -6,11 +6,10 @@ stderr and exit code 1 (``--verbose`` shows the traceback).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -88,7 +87,7 @@ def _load_recipe(path: Path) -> dict[str, Any]:
     return data
 
 
-def _floats(text: Optional[str]) -> Optional[list[float]]:
+def _floats(text: str | None) -> list[float] | None:
     if text is None:
         return None
     try:
@@ -99,44 +98,44 @@ def _floats(text: Optional[str]) -> Optional[list[float]]:
 
 @app.command(no_args_is_help=True)
 def build(
-    source: Annotated[Optional[str], typer.Argument(help="jsonl/json/parquet/csv/arrow file, save_to_disk folder, or hub dataset name.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output curriculum directory.")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub name, or offline:NAME (e.g. offline:qwen3).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe YAML; flags override its keys.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Dataset split (hub or DatasetDict folder).")] = None,
-    subset: Annotated[Optional[str], typer.Option(help="Hub dataset config name.")] = None,
-    source_format: Annotated[Optional[str], typer.Option("--format", help="Force the source format: jsonl, json, parquet, csv, arrow, disk, hub.")] = None,
-    prompt_column: Annotated[Optional[str], typer.Option(help="Problem column (auto: prompt/question/problem).")] = None,
-    trace_column: Annotated[Optional[str], typer.Option(help="Reasoning column (auto: solution/reasoning/cot/trace/generation).")] = None,
-    answer_column: Annotated[Optional[str], typer.Option(help="Gold answer column (auto: answer/final_answer; else derived from the trace).")] = None,
-    keep_column: Annotated[Optional[list[str]], typer.Option(help="Extra source column to keep (repeatable).")] = None,
-    answer_format: Annotated[Optional[str], typer.Option(help="Answer split rule: auto, gsm8k, boxed, think, none.")] = None,
-    answer_pattern: Annotated[Optional[str], typer.Option(help="Regex whose last match starts the final answer.")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="System message for every prompt.")] = None,
-    placement: Annotated[Optional[str], typer.Option(help="Where the hint goes: assistant (default), user, none.")] = None,
-    think: Annotated[Optional[str], typer.Option(help="Open <think> before an assistant hint: auto, on, off.")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="linear, cosine, exponential, piecewise, constant, staged.")] = None,
-    direction: Annotated[Optional[str], typer.Option(help="down (full trace -> empty) or up.")] = None,
-    stages: Annotated[Optional[int], typer.Option(help="Number of stages K (default 8).")] = None,
-    total_steps: Annotated[Optional[int], typer.Option(help="Training step at which the schedule ends.")] = None,
-    start: Annotated[Optional[float], typer.Option(help="Kept fraction at the start (curve kinds).")] = None,
-    end: Annotated[Optional[float], typer.Option(help="Kept fraction at the end (curve kinds).")] = None,
-    rate: Annotated[Optional[float], typer.Option(help="Exponential steepness.")] = None,
-    value: Annotated[Optional[float], typer.Option(help="Constant kept fraction.")] = None,
-    milestones: Annotated[Optional[str], typer.Option(help="Piecewise progress points, e.g. 0,0.5,0.8.")] = None,
-    values: Annotated[Optional[str], typer.Option(help="Piecewise fractions, e.g. 1,0.5,0.")] = None,
-    fractions: Annotated[Optional[str], typer.Option(help="Staged fractions, e.g. 1,0.5,0.25,0.")] = None,
-    unit: Annotated[Optional[str], typer.Option(help="Cut unit: token, word (default), line, sentence, paragraph, regex:PATTERN.")] = None,
-    measure: Annotated[Optional[str], typer.Option(help="Fraction counts tokens (default) or units.")] = None,
-    on_invalid: Annotated[Optional[str], typer.Option(help="Invalid rows: skip (default, counted) or error.")] = None,
-    on_leak: Annotated[Optional[str], typer.Option(help="Rows whose trace states the gold answer before its end: keep (default), trim (end the trace before that statement) or drop.")] = None,
-    num_proc: Annotated[Optional[int], typer.Option(help="Tokenization processes.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Rows per batch.")] = None,
-    shard_rows: Annotated[Optional[int], typer.Option(help="Rows per shard.")] = None,
-    check_sample: Annotated[Optional[int], typer.Option(help="Rows checked during the build: every stage for leaks, the shortest hint for drift.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Read only the first N rows.")] = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
-    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
+    source: Annotated[str | None, typer.Argument(help="jsonl/json/parquet/csv/arrow file, save_to_disk folder, or hub dataset name.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output curriculum directory.")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub name, or offline:NAME (e.g. offline:qwen3).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Recipe YAML; flags override its keys.")] = None,
+    split: Annotated[str | None, typer.Option(help="Dataset split (hub or DatasetDict folder).")] = None,
+    subset: Annotated[str | None, typer.Option(help="Hub dataset config name.")] = None,
+    source_format: Annotated[str | None, typer.Option("--format", help="Force the source format: jsonl, json, parquet, csv, arrow, disk, hub.")] = None,
+    prompt_column: Annotated[str | None, typer.Option(help="Problem column (auto: prompt/question/problem).")] = None,
+    trace_column: Annotated[str | None, typer.Option(help="Reasoning column (auto: solution/reasoning/cot/trace/generation).")] = None,
+    answer_column: Annotated[str | None, typer.Option(help="Gold answer column (auto: answer/final_answer; else derived from the trace).")] = None,
+    keep_column: Annotated[list[str] | None, typer.Option(help="Extra source column to keep (repeatable).")] = None,
+    answer_format: Annotated[str | None, typer.Option(help="Answer split rule: auto, gsm8k, boxed, think, none.")] = None,
+    answer_pattern: Annotated[str | None, typer.Option(help="Regex whose last match starts the final answer.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System message for every prompt.")] = None,
+    placement: Annotated[str | None, typer.Option(help="Where the hint goes: assistant (default), user, none.")] = None,
+    think: Annotated[str | None, typer.Option(help="Open <think> before an assistant hint: auto, on, off.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="linear, cosine, exponential, piecewise, constant, staged.")] = None,
+    direction: Annotated[str | None, typer.Option(help="down (full trace -> empty) or up.")] = None,
+    stages: Annotated[int | None, typer.Option(help="Number of stages K (default 8).")] = None,
+    total_steps: Annotated[int | None, typer.Option(help="Training step at which the schedule ends.")] = None,
+    start: Annotated[float | None, typer.Option(help="Kept fraction at the start (curve kinds).")] = None,
+    end: Annotated[float | None, typer.Option(help="Kept fraction at the end (curve kinds).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Exponential steepness.")] = None,
+    value: Annotated[float | None, typer.Option(help="Constant kept fraction.")] = None,
+    milestones: Annotated[str | None, typer.Option(help="Piecewise progress points, e.g. 0,0.5,0.8.")] = None,
+    values: Annotated[str | None, typer.Option(help="Piecewise fractions, e.g. 1,0.5,0.")] = None,
+    fractions: Annotated[str | None, typer.Option(help="Staged fractions, e.g. 1,0.5,0.25,0.")] = None,
+    unit: Annotated[str | None, typer.Option(help="Cut unit: token, word (default), line, sentence, paragraph, regex:PATTERN.")] = None,
+    measure: Annotated[str | None, typer.Option(help="Fraction counts tokens (default) or units.")] = None,
+    on_invalid: Annotated[str | None, typer.Option(help="Invalid rows: skip (default, counted) or error.")] = None,
+    on_leak: Annotated[str | None, typer.Option(help="Rows whose trace states the gold answer before its end: keep (default), trim (end the trace before that statement) or drop.")] = None,
+    num_proc: Annotated[int | None, typer.Option(help="Tokenization processes.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per batch.")] = None,
+    shard_rows: Annotated[int | None, typer.Option(help="Rows per shard.")] = None,
+    check_sample: Annotated[int | None, typer.Option(help="Rows checked during the build: every stage for leaks, the shortest hint for drift.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Read only the first N rows.")] = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
 ) -> None:
     """Build a curriculum: tokenize every trace once and precompute its cut at every stage."""
     try:
@@ -214,20 +213,20 @@ def _print_build_summary(result: Any) -> None:
 @app.command(no_args_is_help=True)
 def inspect(
     path: Annotated[Path, typer.Argument(help="Curriculum directory.", show_default=False)],
-    stage: Annotated[Optional[int], typer.Option(help="Show --row's prompt at this stage.")] = None,
-    step: Annotated[Optional[int], typer.Option(help="Show --row's prompt at this training step.")] = None,
-    total_steps: Annotated[Optional[int], typer.Option(help="Schedule horizon for --step (default: the curriculum's).")] = None,
+    stage: Annotated[int | None, typer.Option(help="Show --row's prompt at this stage.")] = None,
+    step: Annotated[int | None, typer.Option(help="Show --row's prompt at this training step.")] = None,
+    total_steps: Annotated[int | None, typer.Option(help="Schedule horizon for --step (default: the curriculum's).")] = None,
     row: Annotated[int, typer.Option(help="Row index for --stage/--step.")] = 0,
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: schedule, hint tokens per stage, trace lengths.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: schedule, hint tokens per stage, trace lengths.")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Check checksums, invariants, token exactness, drift and leaks on every row.")] = False,
     max_leak_rate: Annotated[float, typer.Option(help="With --verify: fail when more than this fraction of hints state the gold answer.")] = 0.01,
 ) -> None:
     """Show what is in a curriculum; --verify proves it exact (exit 1 if a check fails)."""
     import json
 
-    from rtpo_data.curriculum import Curriculum
     from rtpo_data import report
+    from rtpo_data.curriculum import Curriculum
 
     if output_format not in ("text", "json"):
         raise fail(RtpoDataError(f"--format {output_format!r}: use text or json."))

@@ -75,7 +75,7 @@ class _HashingFile:
     """A write-only file that hashes what passes through, so shards are never read back to hash."""
 
     def __init__(self, path: Path) -> None:
-        self._f = open(path, "wb")
+        self._f = open(path, "wb")  # noqa: SIM115 (closed by close(), which the writer always calls)
         self.sha = hashlib.sha256()
         self.bytes = 0
         self.closed = False

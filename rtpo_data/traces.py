@@ -131,7 +131,7 @@ def split_answer(text: str, answer_format: str = "auto", pattern: str | re.Patte
 
 def _split_pattern(text: str, rx: re.Pattern[str]) -> SplitTrace:
     last = None
-    for last in rx.finditer(text):
+    for last in rx.finditer(text):  # noqa: B007 (the loop only finds the last match)
         pass
     if last is None:
         return SplitTrace(text.strip(), None, "", "none")

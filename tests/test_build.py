@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from helpers import BOS_TEMPLATE, gsm8k_rows, make_tokenizer, write_jsonl
 from rtpo_data import BuildConfig, Curriculum, build
 from rtpo_data.artifact import sha256_file
 from rtpo_data.verify import verify
+
+from helpers import BOS_TEMPLATE, gsm8k_rows, make_tokenizer, write_jsonl
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
 

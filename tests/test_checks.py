@@ -55,9 +55,9 @@ LEAKY = [
 
 @pytest.fixture(scope="module")
 def leaky_builds(tmp_path_factory) -> dict:
-    from helpers import write_jsonl
-
     from rtpo_data import BuildConfig, build
+
+    from helpers import write_jsonl
 
     tmp = tmp_path_factory.mktemp("leaks")
     src = write_jsonl(tmp / "leaky.jsonl", LEAKY)
@@ -109,9 +109,11 @@ def test_verify_fails_on_leaks_only_above_the_limit(leaky_builds: dict) -> None:
 def test_cli_reports_leaks_and_their_limit(leaky_builds: dict, tmp_path) -> None:
     import json
 
-    from helpers import write_jsonl
-    from rtpo_data.cli.main import app
     from typer.testing import CliRunner
+
+    from rtpo_data.cli.main import app
+
+    from helpers import write_jsonl
 
     runner = CliRunner()
     path = str(leaky_builds["keep"].path)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import make_tokenizer, write_jsonl
 from rtpo_data.cli.main import _stage_table, app
+
+from helpers import make_tokenizer, write_jsonl
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import gsm8k_rows, make_tokenizer, write_jsonl
 from rtpo_data import ArtifactError, BuildConfig, Curriculum, RtpoDataError, build
 from rtpo_data.verify import verify
+
+from helpers import gsm8k_rows, make_tokenizer, write_jsonl
 
 CLI = [sys.executable, "-m", "rtpo_data.cli.main"]
 
@@ -191,7 +192,9 @@ def _crash_at(monkeypatch, point: int, crash) -> list[str]:
         target = getattr(target, owner) if owner else target
         original = getattr(target, name)
 
-        def wrapped(*args, _original=original, _name=f"{owner or module.rsplit('.', 1)[-1]}.{name}", **kwargs):
+        label = f"{owner or module.rsplit('.', 1)[-1]}.{name}"
+
+        def wrapped(*args, _original=original, _name=label, **kwargs):
             seen.append(_name)
             if len(seen) == point:
                 crash()
@@ -257,9 +260,8 @@ def test_concurrent_builds_one_wins(big_source: Path, tmp_path: Path) -> None:
 
     src = write_jsonl(tmp_path / "s.jsonl", [{"question": "q?", "solution": "Yes. #### 1"}])
     out = tmp_path / "cur"
-    with _exclusive(out):
-        with pytest.raises(RtpoDataError, match="Another build is writing"):
-            build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3"))
+    with _exclusive(out), pytest.raises(RtpoDataError, match="Another build is writing"):
+        build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3"))
     procs = [subprocess.Popen(_build_cmd(big_source, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
     codes = sorted(code for code, _ in results)

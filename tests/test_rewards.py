@@ -6,8 +6,15 @@ import pytest
 
 pytest.importorskip("math_verify")
 
+from rtpo_data.rewards import (  # noqa: E402
+    accuracy_reward,
+    format_reward,
+    make_accuracy_reward,
+    openrlhf_reward_func,
+    score,
+)
+
 from helpers import gsm8k_rows  # noqa: E402
-from rtpo_data.rewards import accuracy_reward, format_reward, make_accuracy_reward, openrlhf_reward_func, score  # noqa: E402
 
 
 def test_real_gsm8k_answers_right_and_wrong():

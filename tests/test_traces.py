@@ -7,9 +7,17 @@ import re
 
 import pytest
 
-from data_files import load_gsm8k_rows, load_math_rows
 from rtpo_data.errors import ConfigError, RtpoDataError
-from rtpo_data.traces import ANSWER_FORMATS, SplitTrace, boxes, compile_answer_pattern, last_boxed, split_answer
+from rtpo_data.traces import (
+    ANSWER_FORMATS,
+    SplitTrace,
+    boxes,
+    compile_answer_pattern,
+    last_boxed,
+    split_answer,
+)
+
+from data_files import load_gsm8k_rows, load_math_rows
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,10 @@ import pytest
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
+from rtpo_data import Curriculum
+from rtpo_data.adapters.trl import RTPOTrainer
+from rtpo_data.errors import RtpoDataError
+
 from trl_helpers import (
     PROBLEM,
     GenerateRecorder,
@@ -23,10 +27,6 @@ from trl_helpers import (
     record_tokenized,
     tiny_setup,
 )
-
-from rtpo_data import Curriculum
-from rtpo_data.adapters.trl import RTPOTrainer
-from rtpo_data.errors import RtpoDataError
 
 pytestmark = pytest.mark.trl
 
@@ -184,9 +184,10 @@ def test_launcher_trains_peft_and_evaluates_a_held_out_curriculum(tmp_path):
     (its LoRA weights move, the base weights do not) and only the adapter is saved; `--eval_curriculum`
     evaluates the held-out curriculum."""
     from peft import PeftModel
-    from trl_helpers import build_curriculum
 
     from rtpo_data.adapters.trl import main
+
+    from trl_helpers import build_curriculum
 
     cur_dir, tok, model = tiny_setup(tmp_path, total_steps=None)
     model.save_pretrained(tmp_path / "model")
@@ -456,6 +457,7 @@ def test_vllm_server_limit_is_checked(tmp_path, monkeypatch, caplog):
 
 def test_eval_on_held_out_curricula_uses_their_own_prompts(tmp_path, monkeypatch):
     import datasets
+
     from trl_helpers import build_curriculum
 
     cur_dir, tok, model = tiny_setup(tmp_path)
@@ -492,9 +494,10 @@ def test_eval_on_held_out_curricula_uses_their_own_prompts(tmp_path, monkeypatch
 
 def test_ambiguous_eval_datasets_are_refused(tmp_path):
     import datasets
-    from trl_helpers import build_curriculum
 
     from rtpo_data.adapters.trl import curriculum_dataset
+
+    from trl_helpers import build_curriculum
 
     cur_dir, tok, model = tiny_setup(tmp_path)
     held_dir = build_curriculum(tmp_path, "held", str(tmp_path / "model"), n=8, start=100)
@@ -536,10 +539,11 @@ def test_lost_index_column_is_an_error(tmp_path):
 
 
 def test_a_tokenizer_that_is_not_the_curriculums_is_refused(tmp_path):
-    from helpers import make_tokenizer
     from transformers import AutoTokenizer
 
     from rtpo_data.errors import TokenizerMismatchError
+
+    from helpers import make_tokenizer
 
     cur_dir, tok, model = tiny_setup(tmp_path)
     other = AutoTokenizer.from_pretrained(make_tokenizer(tmp_path / "other", vocab_size=300))

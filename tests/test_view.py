@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_jsonl
 
 from rtpo_data import BuildConfig, Curriculum, RtpoDataError, artifact, build
+
+from helpers import write_jsonl
 
 PIECES = ["Step 1: x = 3.", " ", "\n", "\n\n", "word", "≡", "🙂", "日本語", "42", "é", "$x^2$", "Therefore"]
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.utils import GenerationMixin
-from trl_helpers import grpo_args, length_reward
 
 from rtpo_data.adapters.trl import RTPOTrainer
+
+from trl_helpers import grpo_args, length_reward
 
 work = Path(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(work / "model")

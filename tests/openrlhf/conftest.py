@@ -57,10 +57,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     here) and curricula built from them: ``cur`` (total_steps=4, 4 stages, word cuts), ``cur_open``
     (no total_steps), and ``cur_bos`` built like ``cur`` with ``model_bos``, a tokenizer that adds
     a BOS token and a template that writes it (Llama style)."""
+    from rtpo_data import BuildConfig, build
+
     from helpers import BOS_TEMPLATE, make_tokenizer, write_jsonl
     from trl_helpers import tiny_rows
-
-    from rtpo_data import BuildConfig, build
 
     root = tmp_path_factory.mktemp("openrlhf")
     model = make_tokenizer(root / "model", vocab_size=600)

@@ -25,6 +25,7 @@ import contextvars
 import json
 import os
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import ray
@@ -101,7 +102,7 @@ class FakePolicyActor(BaseModelActor):
         self.checkpoint_states = {}
         ckpt = os.path.join(strategy.args.ckpt.path, "_actor")
         if strategy.args.ckpt.load_enable and os.path.exists(ckpt):
-            tag = os.environ.get(LOAD_TAG_ENV) or open(os.path.join(ckpt, "latest")).read().strip()
+            tag = os.environ.get(LOAD_TAG_ENV) or Path(ckpt, "latest").read_text().strip()
             self.checkpoint_states = torch.load(os.path.join(ckpt, tag, "client_states.pt"), weights_only=False)
         log_event(kind="init", max_steps=max_steps, resumed_from=self.checkpoint_states.get("global_step"))
 

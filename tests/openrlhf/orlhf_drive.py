@@ -27,6 +27,7 @@ orlhf_stubs.install()
 
 import openrlhf.trainer.ray as ray_package  # noqa: E402
 import openrlhf.trainer.ray.ppo_actor as ppo_actor  # noqa: E402
+
 import orlhf_doubles  # noqa: E402
 
 ray_package.create_vllm_engines = orlhf_doubles.create_vllm_engines

@@ -141,14 +141,15 @@ def test_openrlhfs_executor_sends_the_curriculum_ids_to_the_engine(tmp_path):
     import pickle
     from types import SimpleNamespace
 
-    from helpers import BOS_TEMPLATE, make_tokenizer, write_jsonl
     from openrlhf.utils.agent import SingleTurnAgentExecutor
     from transformers import AutoTokenizer
-    from trl_helpers import tiny_rows
     from vllm import SamplingParams
 
     from rtpo_data import BuildConfig, build
     from rtpo_data.adapters.openrlhf_prompt import CurriculumTokenizer
+
+    from helpers import BOS_TEMPLATE, make_tokenizer, write_jsonl
+    from trl_helpers import tiny_rows
 
     model = make_tokenizer(tmp_path / "model", vocab_size=400, bos=True, template=BOS_TEMPLATE, metaspace=True)
     src = write_jsonl(tmp_path / "rows.jsonl", tiny_rows(4))
