@@ -284,7 +284,7 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
             hint_tokens, _ = cur.cut(i, stage)
             trace_tokens = int(cur.trace_tokens([i])[0])
             label.update(step=self.step, stage=stage, kept_fraction=hint_tokens / max(trace_tokens, 1))
-        datasource = cur._value("datasource", i) if self._datasource else "default"
+        datasource = cur.value("datasource", i) if self._datasource else "default"
         return datasource, prompt, label, None
 
     def collate_fn(self, item_list: list[tuple[Any, ...]]) -> tuple[list[Any], list[str], list[Any], list[Any]]:

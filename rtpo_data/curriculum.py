@@ -264,13 +264,19 @@ class Curriculum:
         """Hint length in tokens of each row in ``indices`` at ``stage`` (one, or one per row)."""
         return self._prepare(indices, stage)[2]
 
+    def cuts(self, indices: Sequence[int], stage: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(hint tokens, hint characters)`` of each row in ``indices`` at ``stage`` (one, or one per
+        row): :meth:`cut` for a batch."""
+        _, _, tokens, chars = self._prepare(indices, stage)
+        return tokens, chars
+
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The row table (or some of its columns), zero-copy over the memory maps."""
         return self._rows if columns is None else self._rows.select(list(columns))
 
-    def _value(self, column: str, i: int) -> Any:
-        """Row ``i``'s value in any stored column, as a Python object (the OpenRLHF adapter reads
-        kept columns with it)."""
+    def value(self, column: str, i: int) -> Any:
+        """Row ``i``'s value in any stored column (a kept column, ``answer``, ``trace_ids``...), as a
+        Python object."""
         c, local = self._where(self._check_index(i))
         return self._rows.column(column).chunk(c)[local].as_py()
 
@@ -284,7 +290,7 @@ class Curriculum:
         return self._text("trace", i)
 
     def answer(self, i: int) -> str | None:
-        return self._value("answer", i)  # may be null: read through pyarrow
+        return self.value("answer", i)  # may be null: read through pyarrow
 
     def _locate(self, idx: np.ndarray) -> _Located:
         """Where rows ``idx`` lie in the row table's record batches (shared by all its columns)."""
@@ -423,8 +429,11 @@ class Curriculum:
         """Prompt texts with no hint at all (evaluation)."""
         return self.render(indices, None)
 
-    def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int]) -> list[np.ndarray]:
-        """Prompt token ids (int32 arrays) of ``indices`` at ``stage``."""
+    def prompt_ids_batch(self, indices: Sequence[int], stage: int | Sequence[int] | None) -> list[np.ndarray]:
+        """Prompt token ids (int32 arrays the caller owns) of ``indices`` at ``stage``; ``stage=None``:
+        with no hint at all."""
+        if stage is None:
+            return [ids.copy() for ids in self._col("bare_ids").ids(self._locate(self._indices(indices)))]
         idx, _, tokens, _ = self._prepare(indices, stage)
         loc = self._locate(idx)
         bare, prefix, trace, suffix = (self._col(c).ids(loc) for c in ("bare_ids", "prefix_ids", "trace_ids", "suffix_ids"))
@@ -465,12 +474,6 @@ class Curriculum:
         if output == "ids":
             return [x.tolist() for x in self.prompt_ids_batch(indices, stage)]
         return self.messages_batch(indices, stage)
-
-    def _id_arrays(self, indices: Sequence[int], stage: int | None) -> list[np.ndarray]:
-        """Prompt ids as int32 arrays; ``stage=None``: with no hint at all."""
-        if stage is None:
-            return self._col("bare_ids").ids(self._locate(self._indices(indices)))
-        return self.prompt_ids_batch(indices, stage)
 
     # -- datasets views ----------------------------------------------------------------------------
 

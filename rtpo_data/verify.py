@@ -148,7 +148,7 @@ def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256,
     if not drift.fatal:
         drift.note = "the token unit cuts inside words, where BPE merges can differ; reported as a rate"
     leaks = Check("leaks", max_rate=max_leak_rate, note=f"fails above {max_leak_rate:.2%}")
-    rows = cur._rows
+    rows = cur.table()
     for start in range(0, len(cur), batch_rows):
         idx = np.arange(start, min(start + batch_rows, len(cur)))
         t = rows.slice(start, len(idx))
@@ -160,7 +160,7 @@ def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256,
         row_ids = t.column("row_id").to_pylist()
         tok_cut, char_cut = [], []
         for s in range(k_stages):
-            tk, ch = cur._cuts_for(idx, np.full(len(idx), s))
+            tk, ch = cur.cuts(idx, s)
             tok_cut.append(tk)
             char_cut.append(ch)
         tok_cut, char_cut = np.stack(tok_cut, 1), np.stack(char_cut, 1)

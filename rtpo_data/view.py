@@ -102,7 +102,7 @@ class _Prompts:
             return pa.array(self.cur.render(rows, self.stage, "text"), self.type)
         if self.output == "messages":
             return pa.array(self.cur.render(rows, self.stage, "messages"), self.type)
-        arrays = self.cur._id_arrays(rows, self.stage)
+        arrays = self.cur.prompt_ids_batch(rows, self.stage)
         offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
         np.cumsum([len(a) for a in arrays], out=offsets[1:])
         values = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)

@@ -91,8 +91,8 @@ def test_per_row_methods_match_the_batch_methods(curriculum: Curriculum) -> None
     assert (cur.row_id(-1), cur.trace(-1), cur.answer(-1)) == (row["row_id"], row["trace"], row["answer"])
     assert cur.prompt(np.int64(96), np.int32(0)) == cur.prompt(-1, 0)
     # any stored column, one row at a time (the OpenRLHF adapter reads kept columns this way)
-    assert [cur._value("row_id", i) for i in (0, 45, 96)] == [cur.row_id(i) for i in (0, 45, 96)]
-    assert cur._value("trace_ids", 45) == row_at(45)["trace_ids"]
+    assert [cur.value("row_id", i) for i in (0, 45, 96)] == [cur.row_id(i) for i in (0, 45, 96)]
+    assert cur.value("trace_ids", 45) == row_at(45)["trace_ids"]
     assert not all(cur.trace(i).isascii() for i in range(len(cur)))  # the multi-byte path was exercised
     with pytest.raises(IndexError, match="row 97 out of range"):
         cur.prompt(97, 0)
@@ -136,6 +136,7 @@ def test_lengths_and_longest_prompt_from_offsets(curriculum: Curriculum) -> None
     assert cur.longest_prompt_tokens().tolist() == longest
     assert cur.hint_tokens().shape == (len(cur), cur.num_stages)
     assert cur.hint_tokens_at([5, 6], [0, 1]).tolist() == [cur.cut(5, 0)[0], cur.cut(6, 1)[0]]
+    assert [x.tolist() for x in cur.cuts([5, 6], [0, 1])] == [list(t) for t in zip(cur.cut(5, 0), cur.cut(6, 1))]
     with pytest.raises(RtpoDataError, match=r"lengths\('trace'\): use trace_ids"):
         cur.lengths("trace")
 
@@ -160,7 +161,7 @@ def test_ids_do_not_alias_the_memory_map(curriculum: Curriculum, tmp_path: Path)
     rows = [i for i in range(len(cur)) if cur.cut(i, 0)[0] > 0][:3]
     assert rows and all(cur.cut(i, last)[0] == 0 for i in rows)  # both paths are taken
     want = {(i, s): list(_reference(cur, i, s)[1]) for i in rows for s in (0, last)}
-    got = cur.prompt_ids_batch(rows + rows, [0] * len(rows) + [last] * len(rows))
+    got = cur.prompt_ids_batch(rows + rows, [0] * len(rows) + [last] * len(rows)) + cur.prompt_ids_batch(rows, None)
     views = [cur.view(0, total_steps=1, output="ids"), cur.eval_view(output="ids")]
     got += [np.asarray(row["prompt"]) for view in views for row in view.with_format("numpy").select(rows)]
     for ids in got:
@@ -176,7 +177,7 @@ def test_rows_are_gathered_into_large_record_batches(tmp_path: Path) -> None:
     cur = Curriculum.open(tmp_path / "cur")
     # 14 tokenization batches, 3 shards: one record batch per shard and table
     assert [s["rows"] for s in cur.manifest["shards"]["rows"]] == [40, 40, 17]
-    assert cur.table().column("trace").num_chunks == 3 and len(cur._cut_tokens) == 3
+    assert cur.table().column("trace").num_chunks == 3
     assert cur.prompts([0, 45, 96], 0) == [_reference(cur, i, 0)[0] for i in (0, 45, 96)]
 
 
