@@ -9,6 +9,7 @@ the problem number read from the decoded prompt, and the token ids that reached 
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -45,4 +46,9 @@ args = grpo_args(work / "run", per_device_train_batch_size=4, gradient_accumulat
 trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok, curriculum=work / "cur")
 trainer.train()
 (work / f"logs-{trainer.accelerator.process_index}.json").write_text(json.dumps(trainer.state.log_history))
-torch.distributed.destroy_process_group()  # else gloo aborts at interpreter exit
+torch.distributed.destroy_process_group()
+# The DDP reducer still holds the gloo group, which can abort at interpreter teardown ("terminate
+# called without an active exception"); the work is done and written, so end without teardown.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
