@@ -6,6 +6,8 @@ stderr and exit code 1 (``--verbose`` shows the traceback).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect as inspect_
 import logging
 import traceback
 from pathlib import Path
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rtpo_data._version import __version__
+from rtpo_data.config import BuildConfig
 from rtpo_data.errors import RtpoDataError
 
 app = typer.Typer(
@@ -87,81 +90,46 @@ def _load_recipe(path: Path) -> dict[str, Any]:
     return data
 
 
-def _floats(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise RtpoDataError(f"Expected comma-separated numbers such as 1,0.5,0.25,0; got {text!r}.") from None
+def _build_parameters() -> list[inspect_.Parameter]:
+    """``rtpo-data build``'s arguments, made from :class:`BuildConfig`'s fields: one flag per field
+    (``--field-name`` unless the field names its own), with the field's help and default."""
+    keyword = inspect_.Parameter.KEYWORD_ONLY
+    params = [
+        inspect_.Parameter("source", inspect_.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
+            str | None, typer.Argument(help=_field_help("source"), show_default=False)]),
+        inspect_.Parameter("config", keyword, default=None, annotation=Annotated[
+            Path | None, typer.Option("--config", "-c", help="Recipe YAML (keys as the flags, without --); flags "
+                                      "override its keys.")]),
+    ]
+    for f in dataclasses.fields(BuildConfig):
+        if f.name == "source":
+            continue
+        kind = str(f.type)
+        cli_type: Any = (bool if kind == "bool" else int if kind.startswith("int") else
+                         float if kind.startswith("float") else list[str] if kind.startswith("tuple[str") else str)
+        flags = f.metadata.get("flags") or (f"--{f.name.replace('_', '-')}",)
+        metavar = None if cli_type is bool else "COLUMN" if cli_type is not str and cli_type not in (int, float) else None
+        params.append(inspect_.Parameter(f.name, keyword, default=None, annotation=Annotated[
+            cli_type | None, typer.Option(*flags, help=_field_help(f.name), show_default=False, metavar=metavar)]))
+    params.append(inspect_.Parameter("progress", keyword, default=None, annotation=Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")]))
+    return params
 
 
-@app.command(no_args_is_help=True)
-def build(
-    source: Annotated[str | None, typer.Argument(help="jsonl/json/parquet/csv/arrow file, save_to_disk folder, or hub dataset name.", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output curriculum directory.")] = None,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub name, or offline:NAME (e.g. offline:qwen3).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Recipe YAML; flags override its keys.")] = None,
-    split: Annotated[str | None, typer.Option(help="Dataset split (hub or DatasetDict folder).")] = None,
-    subset: Annotated[str | None, typer.Option(help="Hub dataset config name.")] = None,
-    source_format: Annotated[str | None, typer.Option("--format", help="Force the source format: jsonl, json, parquet, csv, arrow, disk, hub.")] = None,
-    prompt_column: Annotated[str | None, typer.Option(help="Problem column (auto: prompt/question/problem).")] = None,
-    trace_column: Annotated[str | None, typer.Option(help="Reasoning column (auto: solution/reasoning/cot/trace/generation).")] = None,
-    answer_column: Annotated[str | None, typer.Option(help="Gold answer column (auto: answer/final_answer; else derived from the trace).")] = None,
-    keep_column: Annotated[list[str] | None, typer.Option(help="Extra source column to keep (repeatable).")] = None,
-    answer_format: Annotated[str | None, typer.Option(help="Answer split rule: auto, gsm8k, boxed, think, none.")] = None,
-    answer_pattern: Annotated[str | None, typer.Option(help="Regex whose last match starts the final answer.")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="System message for every prompt.")] = None,
-    placement: Annotated[str | None, typer.Option(help="Where the hint goes: assistant (default), user, none.")] = None,
-    think: Annotated[str | None, typer.Option(help="Open <think> before an assistant hint: auto, on, off.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="linear, cosine, exponential, piecewise, constant, staged.")] = None,
-    direction: Annotated[str | None, typer.Option(help="down (full trace -> empty) or up.")] = None,
-    stages: Annotated[int | None, typer.Option(help="Number of stages K (default 8).")] = None,
-    total_steps: Annotated[int | None, typer.Option(help="Training step at which the schedule ends.")] = None,
-    start: Annotated[float | None, typer.Option(help="Kept fraction at the start (curve kinds).")] = None,
-    end: Annotated[float | None, typer.Option(help="Kept fraction at the end (curve kinds).")] = None,
-    rate: Annotated[float | None, typer.Option(help="Exponential steepness.")] = None,
-    value: Annotated[float | None, typer.Option(help="Constant kept fraction.")] = None,
-    milestones: Annotated[str | None, typer.Option(help="Piecewise progress points, e.g. 0,0.5,0.8.")] = None,
-    values: Annotated[str | None, typer.Option(help="Piecewise fractions, e.g. 1,0.5,0.")] = None,
-    fractions: Annotated[str | None, typer.Option(help="Staged fractions, e.g. 1,0.5,0.25,0.")] = None,
-    unit: Annotated[str | None, typer.Option(help="Cut unit: token, word (default), line, sentence, paragraph, regex:PATTERN.")] = None,
-    measure: Annotated[str | None, typer.Option(help="Fraction counts tokens (default) or units.")] = None,
-    on_invalid: Annotated[str | None, typer.Option(help="Invalid rows: skip (default, counted) or error.")] = None,
-    on_leak: Annotated[str | None, typer.Option(help="Rows whose trace states the gold answer before its end: keep (default), trim (end the trace before that statement) or drop.")] = None,
-    num_proc: Annotated[int | None, typer.Option(help="Tokenization processes.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Rows per batch.")] = None,
-    shard_rows: Annotated[int | None, typer.Option(help="Rows per shard.")] = None,
-    check_sample: Annotated[int | None, typer.Option(help="Rows checked during the build: every stage for leaks, the shortest hint for drift.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Read only the first N rows.")] = None,
-    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Replace an existing curriculum once the new one is complete.")] = None,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
-) -> None:
+def _field_help(name: str) -> str:
+    f = next(f for f in dataclasses.fields(BuildConfig) if f.name == name)
+    default = f.default
+    shown = "" if default in (None, (), "", False) or "\n" in str(default) else f" (default: {default})"
+    return f.metadata["help"] + shown
+
+
+def build(**options: Any) -> None:
     """Build a curriculum: tokenize every trace once and precompute its cut at every stage."""
+    config, progress = options.pop("config"), options.pop("progress")
     try:
         from rtpo_data.build import build as run_build
-        from rtpo_data.config import BuildConfig
 
-        recipe = _load_recipe(config) if config else {}
-        flags = {
-            "source": source, "out": str(out) if out else None, "tokenizer": tokenizer, "split": split,
-            "subset": subset, "source_format": source_format, "prompt_column": prompt_column,
-            "trace_column": trace_column, "answer_column": answer_column,
-            "keep_columns": keep_column or None, "answer_format": answer_format,
-            "answer_pattern": answer_pattern, "system_prompt": system_prompt, "placement": placement,
-            "think": think, "schedule": schedule, "direction": direction, "stages": stages,
-            "total_steps": total_steps, "start": start, "end": end, "rate": rate, "value": value,
-            "milestones": _floats(milestones), "values": _floats(values), "fractions": _floats(fractions),
-            "unit": unit, "measure": measure, "on_invalid": on_invalid, "on_leak": on_leak, "num_proc": num_proc,
-            "batch_size": batch_size, "shard_rows": shard_rows, "check_sample": check_sample,
-            "limit": limit, "overwrite": overwrite,
-        }
-        merged = {k.replace("-", "_"): v for k, v in recipe.items()}
-        merged.update({k: v for k, v in flags.items() if v is not None})
-        for required, flag in (("source", "SOURCE"), ("out", "--out"), ("tokenizer", "--tokenizer")):
-            if not merged.get(required):
-                raise RtpoDataError(f"Missing {flag}: give it on the command line or in --config.")
-        cfg = BuildConfig.from_dict(merged)
+        cfg = BuildConfig.from_options(_load_recipe(config) if config else {}, options)
         result = run_build(cfg, progress=progress)
     except RtpoDataError as exc:
         raise fail(exc) from None
@@ -170,6 +138,10 @@ def build(
         err_console.print("[bold red]Interrupted:[/] nothing was written.")
         raise typer.Exit(130) from None
     _print_build_summary(result)
+
+
+build.__signature__ = inspect_.Signature(_build_parameters())  # type: ignore[attr-defined]
+app.command(no_args_is_help=True)(build)
 
 
 def _leak_handling(stats: dict[str, Any]) -> str:

@@ -15,33 +15,53 @@ from rtpo_data.cuts import MEASURES, CutUnit
 from rtpo_data.errors import ConfigError
 from rtpo_data.prompts import DEFAULT_HINT_LABEL, PLACEMENTS, THINK_MODES
 from rtpo_data.schedule import ScheduleConfig, stage_fractions
+from rtpo_data.traces import ANSWER_FORMATS
 
 ON_INVALID = ("skip", "error")
 ON_LEAK = ("keep", "trim", "drop")
-ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "think", "none")
 
 # Schedule fields of BuildConfig that map 1:1 onto ScheduleConfig (None = the schedule's default).
 _SCHEDULE_FIELDS = ("direction", "start", "end", "rate", "value", "milestones", "values", "fractions")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _flag(name: str) -> str:
+    """How the command line spells a BuildConfig field."""
+    if name == "source":
+        return "SOURCE"
+    flags = next(f for f in dataclasses.fields(BuildConfig) if f.name == name).metadata.get("flags")
+    return flags[0] if flags else f"--{name.replace('_', '-')}"
+
+
+def _help(text: str, *flags: str) -> dict[str, Any]:
+    """A field's help, and its command-line flags where they are not ``--field-name``."""
+    return {"help": text, "flags": flags}
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything that decides what a curriculum contains. Paths are kept as given."""
+    """Everything that decides what a curriculum contains. Paths are kept as given.
 
-    source: str = field(metadata=_help("A .jsonl/.json/.parquet/.csv/.arrow file, a save_to_disk folder, or a hub dataset name."))
-    out: str = field(metadata=_help("Output curriculum directory."))
-    tokenizer: str = field(metadata=_help("Tokenizer folder or hub name (fast tokenizers only), or offline:NAME."))
+    The single source of the build's options: their defaults, their help, and the command line's
+    ``rtpo-data build`` flags and recipe keys are made from these fields (see :meth:`from_options`).
+    """
+
+    source: str = field(default="", metadata=_help(
+        "A .jsonl/.json/.parquet/.csv/.arrow file, a save_to_disk folder, or a hub dataset name."))
+    out: str = field(default="", metadata=_help("Output curriculum directory.", "--out", "-o"))
+    tokenizer: str = field(default="", metadata=_help(
+        "Tokenizer folder or hub name (fast tokenizers only), or offline:NAME (e.g. offline:qwen3).", "--tokenizer", "-t"))
     split: str | None = field(default=None, metadata=_help("Split of a hub dataset or a DatasetDict folder."))
     subset: str | None = field(default=None, metadata=_help("Config (subset) name of a hub dataset."))
-    source_format: str | None = field(default=None, metadata=_help("Force the source format: jsonl, json, parquet, csv, arrow, disk, hub."))
-    prompt_column: str | None = field(default=None, metadata=_help("Column with the problem (text or chat messages). Auto-detected if omitted."))
-    trace_column: str | None = field(default=None, metadata=_help("Column with the reference reasoning. Auto-detected if omitted."))
-    answer_column: str | None = field(default=None, metadata=_help("Column with the gold answer. Auto-detected; else derived from the trace."))
-    keep_columns: tuple[str, ...] = field(default=(), metadata=_help("Extra source columns to keep (repeatable)."))
+    source_format: str | None = field(default=None, metadata=_help(
+        "Force the source format: jsonl, json, parquet, csv, arrow, disk, hub.", "--format"))
+    prompt_column: str | None = field(default=None, metadata=_help(
+        "Column with the problem, text or chat messages (auto: prompt, question or problem)."))
+    trace_column: str | None = field(default=None, metadata=_help(
+        "Column with the reference reasoning (auto: solution, reasoning, cot, trace or generation)."))
+    answer_column: str | None = field(default=None, metadata=_help(
+        "Column with the gold answer (auto: answer or final_answer; else taken from the trace)."))
+    keep_columns: tuple[str, ...] = field(default=(), metadata=_help(
+        "Extra source column to keep (repeatable).", "--keep-column"))
     answer_format: str = field(default="auto", metadata=_help("How the final answer is split off the trace: auto, gsm8k, boxed, think, none."))
     answer_pattern: str | None = field(default=None, metadata=_help("Regex whose last match starts the answer (overrides --answer-format)."))
     system_prompt: str | None = field(default=None, metadata=_help("System message added to every prompt."))
@@ -73,17 +93,18 @@ class BuildConfig:
     overwrite: bool = field(default=False, metadata=_help("Replace an existing curriculum (only once the new one is complete)."))
 
     def __post_init__(self) -> None:
+        problems: list[str] = []
         for name in ("keep_columns", "milestones", "values", "fractions"):
             value = getattr(self, name)
             if isinstance(value, (list, str)):
-                items = value.split(",") if isinstance(value, str) else value
+                items = [x for x in value.split(",") if x.strip()] if isinstance(value, str) else value
                 if name != "keep_columns":
                     try:
                         items = [float(x) for x in items]
                     except (TypeError, ValueError):
-                        raise ConfigError(f"{name}={value!r}: expected numbers, e.g. 1,0.5,0.25,0", what="build configuration") from None
+                        problems.append(f"{name}={value!r}: expected numbers, e.g. 1,0.5,0.25,0")
+                        items = []
                 object.__setattr__(self, name, tuple(items))
-        problems: list[str] = []
 
         def choice(name: str, allowed: tuple[str, ...]) -> None:
             if getattr(self, name) not in allowed:
@@ -91,7 +112,7 @@ class BuildConfig:
 
         for name in ("source", "out", "tokenizer"):
             if not getattr(self, name):
-                problems.append(f"{name} is required")
+                problems.append(f"{name} is required: give {_flag(name)} on the command line, or {name}: in a recipe")
         choice("placement", PLACEMENTS)
         choice("think", THINK_MODES)
         choice("measure", MEASURES)
@@ -116,7 +137,7 @@ class BuildConfig:
             problems.append(f"total_steps={self.total_steps!r}: must be a positive number of training steps, or omitted")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit <= 0):
             problems.append(f"limit={self.limit!r}: must be a positive number of rows, or omitted")
-        if not problems or self.stages is None or self.stages >= 2:
+        if not problems or self.stages is None or (isinstance(self.stages, int) and self.stages >= 2):
             try:
                 stage_fractions(self.schedule_config(), self.stages)
             except ConfigError as exc:
@@ -133,6 +154,15 @@ class BuildConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_options(cls, recipe: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> BuildConfig:
+        """A recipe's keys (hyphens or underscores), overridden by the flags given (``None`` or an
+        empty list: not given). Lists may be lists or comma-separated text; every problem with the
+        result is reported at once."""
+        merged = {k.replace("-", "_"): v for k, v in (recipe or {}).items()}
+        merged.update({k: v for k, v in (flags or {}).items() if v is not None and v != [] and v != ()})
+        return cls.from_dict(merged)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildConfig:

@@ -166,6 +166,28 @@ def test_recipe_with_flag_override(tmp_path: Path, monkeypatch) -> None:
     assert manifest["num_stages"] == 4 and manifest["schedule"]["kind"] == "cosine"
 
 
+def test_every_build_option_is_a_flag_with_the_configs_help() -> None:
+    """The command line's build options are BuildConfig's fields: one flag each, with its help."""
+    import dataclasses
+
+    from rtpo_data.config import BuildConfig
+
+    text = " ".join(runner.invoke(app, ["build", "--help"], env={"COLUMNS": "400"}).output.split())
+    for f in dataclasses.fields(BuildConfig):
+        flag = "SOURCE" if f.name == "source" else (f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",))[0]
+        assert (flag == "SOURCE" or f" {flag} " in text) and " ".join(f.metadata["help"].split()) in text, f.name
+
+
+def test_build_reports_every_problem_of_flags_and_recipe_at_once(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("source: rows.jsonl\nunit: paragraphs\non-leak: shout\n")
+    result = run("build", "--config", recipe, "--fractions", "1,half,0", "--schedule", "staged", "--num-proc", "0")
+    assert result.exit_code == 1
+    for problem in ("out is required: give --out", "tokenizer is required: give --tokenizer", "fractions='1,half,0'",
+                    "on_leak='shout'", "paragraphs", "num_proc=0"):
+        assert problem in result.output, (problem, result.output)
+
+
 def test_python_api_mirrors_cli(tmp_path: Path) -> None:
     """The same options through ``rtpo_data.build`` and through ``rtpo-data build`` give the same
     curriculum: the same configuration, statistics and checks, and byte-identical shards."""
@@ -217,7 +239,7 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("bad answer regex", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--answer-pattern", "[x"], "answer_pattern"),
         ("on-invalid error", ["build", "{allbad}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--on-invalid", "error"],
          "allbad.jsonl row 0"),
-        ("missing tokenizer", ["build", "{ok}", "--out", "{tmp}/o"], "Missing --tokenizer"),
+        ("missing tokenizer", ["build", "{ok}", "--out", "{tmp}/o"], "tokenizer is required: give --tokenizer on the command line"),
         ("unknown recipe key", ["build", "{ok}", "--out", "{tmp}/o", "--tokenizer", "offline:qwen3", "--config", "{recipe}"], "unknown key 'colour'"),
     ],
 )
