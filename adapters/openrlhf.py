@@ -221,7 +221,7 @@ def special_prefix_text(cur: Curriculum) -> str:
     The build leaves it out of the prompt texts (a trainer that tokenizes with special tokens adds
     it) and keeps it in the ids; OpenRLHF tokenizes without special tokens, so its text comes first.
     """
-    facts = cur.manifest.get("tokenizer") or {}
+    facts = cur.manifest.tokenizer
     prefix, bos = facts.get("special_prefix_ids") or [], facts.get("bos_token")
     return bos if len(prefix) == 1 and bos else ""
 

@@ -155,11 +155,11 @@ def _leak_handling(stats: dict[str, Any]) -> str:
 
 def _print_build_summary(result: Any) -> None:
     m = result.manifest
-    s = m["stats"]
+    s = m.stats
     dropped = ", ".join(f"{k} {v}" for k, v in s["rows_dropped"].items()) or "none"
-    cols = m["source"]["columns"]
+    cols = m.source["columns"]
     detected = [k for k, v in cols["detected"].items() if v]
-    fr = ", ".join(f"{x:.2f}" for x in m["schedule"]["stage_fractions"])
+    fr = ", ".join(f"{x:.2f}" for x in m.schedule["stage_fractions"])
     hint = ", ".join(f"{x:.0f}" for x in s["hint_tokens_mean"])
     lines = [
         f"[bold green]Built[/] {result.path} in {result.seconds:.1f}s",
@@ -169,15 +169,15 @@ def _print_build_summary(result: Any) -> None:
         f"  answers   split off: {s['answer_split']}; derived from traces: {s['answers_derived']:,}",
         f"  tokens    trace p50 {s['trace_tokens']['p50']:.0f} / max {s['trace_tokens']['max']:,} "
         f"(total {s['trace_tokens']['total']:,}); prompt p50 {s['prompt_tokens']['p50']:.0f}",
-        f"  schedule  {m['schedule']['kind']} {m['schedule']['direction']}, {m['num_stages']} stages, "
-        f"unit {m['unit']}; fractions {fr}",
+        f"  schedule  {m.schedule['kind']} {m.schedule['direction']}, {m.num_stages} stages, "
+        f"unit {m.unit}; fractions {fr}",
         f"  hint      mean tokens per stage: {hint}",
-        f"  checks    drift {m['checks']['drift_rate']:.2%} of {m['checks'].get('sample_prompts', 0):,} prompts, "
-        f"leaks {m['checks']['leak_rate']:.2%} of {m['checks']['sample_rows']:,} rows x {m['num_stages']} stages "
+        f"  checks    drift {m.checks['drift_rate']:.2%} of {m.checks.get('sample_prompts', 0):,} prompts, "
+        f"leaks {m.checks['leak_rate']:.2%} of {m.checks['sample_rows']:,} rows x {m.num_stages} stages "
         f"(a sample; inspect --verify checks all)",
         f"  leaks     {_leak_handling(s)}",
     ]
-    for w in m["schedule"].get("warnings", []):
+    for w in m.schedule.get("warnings", []):
         lines.append(f"  [yellow]warning[/]   {w}")
     out_console.print("\n".join(lines), highlight=False, soft_wrap=True)
 

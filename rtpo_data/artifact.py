@@ -17,6 +17,7 @@ the manifest is on disk, so a directory with a manifest is always complete.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,8 @@ import pyarrow as pa
 
 from rtpo_data.errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: num_stages and total_steps are stored once, in "schedule"
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 TABLES = ("rows", "cuts")
 
@@ -190,9 +192,94 @@ class ShardWriter:
                 self._file.close()
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` says about a curriculum, each fact once.
+
+    The sections (``config``, ``source``, ``tokenizer``, ``prompt``, ``stats``, ``checks``,
+    ``shards``, ``schedule``) are plain JSON objects, documented in docs/format.md. ``config`` records
+    the build's options as given; the facts are read from their own fields and sections: the stage
+    count and the horizon from ``schedule`` (:attr:`num_stages`, :attr:`total_steps`).
+
+    ``manifest["key"]`` and ``manifest.get("key")`` read it as the JSON object it is written as
+    (and, for code written against format 1, ``"num_stages"`` and ``"total_steps"`` too).
+    """
+
+    format_version: int
+    package_version: str
+    created_at: str
+    num_rows: int
+    config: dict[str, Any]
+    source: dict[str, Any]
+    tokenizer: dict[str, Any]
+    prompt: dict[str, Any]
+    unit: str
+    measure: str
+    keep_columns: list[str]
+    stats: dict[str, Any]
+    checks: dict[str, Any]
+    shards: dict[str, list[dict[str, Any]]]
+    schedule: dict[str, Any]
+    build_seconds: float | None = None
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.schedule["stage_fractions"])
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.schedule.get("total_steps")
+
+    @property
+    def stage_fractions(self) -> list[float]:
+        return list(self.schedule["stage_fractions"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "the manifest") -> Manifest:
+        """Read a format 1 or 2 manifest object; format 1 stored the stage count and the horizon
+        three times, and they must agree to be read."""
+        data = dict(data)
+        if data.get("format_version") == 1:
+            schedule = dict(data.get("schedule") or {})
+            stages, total = data.pop("num_stages", None), data.pop("total_steps", None)
+            if stages != len(schedule.get("stage_fractions", ())) or schedule.pop("num_stages", stages) != stages or (
+                    schedule.get("total_steps") != total):
+                raise ArtifactError(f"{where} is damaged: its stage count or horizon disagree with its schedule. "
+                                    "Rebuild the curriculum.")
+            data["schedule"] = schedule
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data and n != "build_seconds"]
+        if missing or "stage_fractions" not in (data.get("schedule") or {}):
+            keys = ", ".join(repr(k) for k in missing) or "'schedule.stage_fractions'"
+            raise ArtifactError(f"{where} is damaged: {keys} missing. Rebuild the curriculum.")
+        return cls(**{n: data[n] for n in names if n in data})
+
+    def __getitem__(self, key: str) -> Any:
+        if key in ("num_stages", "total_steps"):
+            return getattr(self, key)
+        if key not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, KeyError) is not KeyError
+
+
+def write_manifest(directory: Path, manifest: Manifest | dict[str, Any]) -> None:
     """Write ``manifest.json`` atomically (temp file, fsync, rename); it must be the last file written."""
     tmp = directory / f".{MANIFEST}.tmp"
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2, ensure_ascii=False, sort_keys=False)
         f.write("\n")
@@ -205,7 +292,7 @@ def shard_infos_to_json(infos: list[ShardInfo]) -> list[dict[str, Any]]:
     return [asdict(i) for i in infos]
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     """Read and sanity-check a manifest; every failure says which file and what to do."""
     directory = Path(directory)
     path = directory / MANIFEST
@@ -228,16 +315,14 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path} is damaged (not a JSON object). Rebuild the curriculum.")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise ArtifactError(
-            f"Unsupported curriculum format version {version!r} in {path}: expected {FORMAT_VERSION}. "
+            f"Unsupported curriculum format version {version!r} in {path}: this rtpo-data reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. "
             + ("Upgrade rtpo-data to read it." if newer else "Rebuild it with this version of rtpo-data.")
         )
-    for key in ("num_rows", "num_stages", "shards", "schedule"):
-        if key not in manifest:
-            raise ArtifactError(f"{path} is damaged: the key {key!r} is missing. Rebuild the curriculum.")
-    return manifest
+    return Manifest.from_dict(manifest, where=str(path))
 
 
 def open_shard(path: Path, expected_bytes: int | None = None) -> pa.Table:

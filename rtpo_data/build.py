@@ -40,6 +40,7 @@ from rtpo_data import _version
 from rtpo_data.artifact import (
     FORMAT_VERSION,
     ROW_COLUMNS,
+    Manifest,
     ShardWriter,
     cuts_schema,
     shard_infos_to_json,
@@ -71,12 +72,12 @@ log = logging.getLogger("rtpo_data")
 @dataclass
 class BuildResult:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     seconds: float
 
     @property
     def stats(self) -> dict[str, Any]:
-        return self.manifest["stats"]
+        return self.manifest.stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +557,6 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
     # Fail on tokenizer/template problems before reading any data.
     probe = _BatchProcessor(config, cmap, source_name)
     fractions = probe.fractions
-    k_stages = len(fractions)
     schedule = config.schedule_config()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -567,15 +567,17 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
             shutil.rmtree(tmp)
         tmp.mkdir()
         try:
-            manifest = _write_all(config, spec, cmap, source_name, probe, tmp, progress)
-            manifest["schedule"] = {
-                **schedule.to_dict(),
-                "num_stages": k_stages,
-                "total_steps": config.total_steps,
-                "stage_fractions": list(fractions),
-                "warnings": schedule.warnings(),
-            }
-            manifest["build_seconds"] = round(time.perf_counter() - started, 3)
+            written = _write_all(config, spec, cmap, source_name, probe, tmp, progress)
+            manifest = Manifest.from_dict({
+                **written,
+                "schedule": {
+                    **schedule.to_dict(),
+                    "total_steps": config.total_steps,
+                    "stage_fractions": list(fractions),
+                    "warnings": schedule.warnings(),
+                },
+                "build_seconds": round(time.perf_counter() - started, 3),
+            })
             write_manifest(tmp, manifest)
             _publish(tmp, out, config.overwrite)
         except BaseException:
@@ -694,8 +696,6 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
         "package_version": _version.__version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_rows": kept,
-        "num_stages": k_stages,
-        "total_steps": config.total_steps,
         "config": config.to_dict(),
         "source": {
             "path": config.source,

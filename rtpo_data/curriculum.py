@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from rtpo_data.artifact import TABLES, open_shard, read_manifest
+from rtpo_data.artifact import TABLES, Manifest, open_shard, read_manifest
 from rtpo_data.errors import ArtifactError, RtpoDataError
 from rtpo_data.schedule import Clock
 
@@ -145,12 +145,12 @@ class Curriculum:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.manifest: dict[str, Any] = read_manifest(self.path)
-        self.num_stages: int = int(self.manifest["num_stages"])
-        self.stage_fractions: list[float] = list(self.manifest["schedule"]["stage_fractions"])
+        self.manifest: Manifest = read_manifest(self.path)
+        self.num_stages: int = self.manifest.num_stages
+        self.stage_fractions: list[float] = self.manifest.stage_fractions
         tables: dict[str, list[pa.Table]] = {}
         for name in TABLES:
-            infos = self.manifest["shards"].get(name, [])
+            infos = self.manifest.shards.get(name, [])
             tables[name] = [open_shard(self.path / info["name"], info["bytes"]) for info in infos]
             for table, info in zip(tables[name], infos):
                 if table.num_rows != info["rows"]:
@@ -159,7 +159,7 @@ class Curriculum:
                         f"says {info['rows']}. Rebuild the curriculum."
                     )
         self._rows = pa.concat_tables(tables["rows"]) if tables["rows"] else None
-        if self._rows is None or self._rows.num_rows != self.manifest["num_rows"]:
+        if self._rows is None or self._rows.num_rows != self.manifest.num_rows:
             raise ArtifactError(f"{self.path}: the row shards do not add up to num_rows. Rebuild the curriculum.")
         # The cut table as one (rows x stages) NumPy view per record batch, zero-copy over the memory map.
         self._cut_tokens = [self._fixed(c) for t in tables["cuts"] for c in t.column("hint_tokens").chunks]
@@ -168,16 +168,16 @@ class Curriculum:
         self._cut_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         if self._cut_starts[-1] != len(self):
             raise ArtifactError(f"{self.path}: the cut shards do not add up to num_rows. Rebuild the curriculum.")
-        self.kept_columns: list[str] = list(self.manifest.get("keep_columns", []))
+        self.kept_columns: list[str] = list(self.manifest.keep_columns)
         self._ragged: dict[str, _Ragged] = {}  # filled on first use; opening stays O(1)
         self._lengths: dict[str, np.ndarray] = {}
         # For the per-row methods: where each record batch starts, as Python lists for bisect (one
         # entry per record batch, not per row), and the row count as a plain int.
-        self._n = int(self.manifest["num_rows"])
+        self._n = int(self.manifest.num_rows)
         self._row_starts = np.cumsum([0, *(len(c) for c in self._rows.column(0).chunks)]).tolist()
         self._cut_starts_list = self._cut_starts.tolist()
-        self._placement = self.manifest["prompt"]["placement"]
-        self._hint_label = self.manifest["prompt"].get("hint_label") or ""
+        self._placement = self.manifest.prompt["placement"]
+        self._hint_label = self.manifest.prompt.get("hint_label") or ""
 
     def _fixed(self, chunk: pa.FixedSizeListArray) -> np.ndarray:
         k = self.num_stages
@@ -193,7 +193,7 @@ class Curriculum:
         return (Curriculum, (str(self.path),))
 
     def __len__(self) -> int:
-        return int(self.manifest["num_rows"])
+        return int(self.manifest.num_rows)
 
     def __repr__(self) -> str:
         return f"Curriculum({str(self.path)!r}, rows={len(self)}, stages={self.num_stages})"
@@ -203,12 +203,12 @@ class Curriculum:
         """Identity of the content: a hash of the shards' sha256s from the manifest (no data is read)."""
         import hashlib
 
-        shas = [s["sha256"] for table in TABLES for s in self.manifest["shards"].get(table, [])]
+        shas = [s["sha256"] for table in TABLES for s in self.manifest.shards.get(table, [])]
         return hashlib.sha256("".join(shas).encode()).hexdigest()[:32]
 
     @property
     def total_steps(self) -> int | None:
-        return self.manifest.get("total_steps")
+        return self.manifest.total_steps
 
     # -- the schedule clock --------------------------------------------------------------------------
 

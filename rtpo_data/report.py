@@ -22,7 +22,7 @@ def summary(cur: Curriculum) -> dict[str, Any]:
     m = cur.manifest
     hints = cur.hint_tokens().astype(np.int64)
     trace_len = cur.lengths("trace_ids")
-    trace_total = int(m["stats"]["trace_tokens"]["total"])
+    trace_total = int(m.stats["trace_tokens"]["total"])
     stages = []
     for s, fraction in enumerate(cur.stage_fractions):
         col = hints[:, s]
@@ -31,7 +31,7 @@ def summary(cur: Curriculum) -> dict[str, Any]:
             {
                 "stage": s,
                 "fraction": fraction,
-                "kept_fraction_mean": m["stats"]["kept_fraction_mean"][s],
+                "kept_fraction_mean": m.stats["kept_fraction_mean"][s],
                 "hint_tokens_mean": round(float(col.mean()), 2) if len(col) else 0.0,
                 "hint_tokens_p95": float(np.percentile(col, 95)) if len(col) else 0.0,
                 "rows_with_hint": int((col > 0).sum()),
@@ -48,21 +48,21 @@ def summary(cur: Curriculum) -> dict[str, Any]:
             row["steps"] = span
     return {
         "path": str(cur.path),
-        "source": m["source"],
-        "tokenizer": {"name": m["tokenizer"]["name"], "special_prefix_ids": m["tokenizer"]["special_prefix_ids"]},
-        "prompt": m["prompt"],
-        "unit": m["unit"],
-        "measure": m["measure"],
+        "source": m.source,
+        "tokenizer": {"name": m.tokenizer["name"], "special_prefix_ids": m.tokenizer["special_prefix_ids"]},
+        "prompt": m.prompt,
+        "unit": m.unit,
+        "measure": m.measure,
         "rows": {
-            "kept": m["stats"]["rows_kept"],
-            "read": m["stats"]["rows_read"],
-            "dropped": m["stats"]["rows_dropped"],
+            "kept": m.stats["rows_kept"],
+            "read": m.stats["rows_read"],
+            "dropped": m.stats["rows_dropped"],
         },
-        "tokens": {"prompt": m["stats"]["prompt_tokens"], "trace": m["stats"]["trace_tokens"]},
-        "schedule": m["schedule"],
+        "tokens": {"prompt": m.stats["prompt_tokens"], "trace": m.stats["trace_tokens"]},
+        "schedule": {**m.schedule, "num_stages": m.num_stages},
         "stages": stages,
-        "checks": m["checks"],
-        "stats": {"leaks": m["stats"].get("leaks", {"on_leak": "keep"})},
+        "checks": m.checks,
+        "stats": {"leaks": m.stats.get("leaks", {"on_leak": "keep"})},
         "trace_tokens_hist": _histogram(trace_len),
     }
 
@@ -109,7 +109,7 @@ def plot(cur: Curriculum, path: str | Path) -> Path:
     from rtpo_data.schedule import ScheduleConfig, keep_fraction
 
     m = cur.manifest
-    sched = {k: v for k, v in m["schedule"].items() if k not in ("num_stages", "total_steps", "stage_fractions", "warnings")}
+    sched = {k: v for k, v in m.schedule.items() if k not in ("num_stages", "total_steps", "stage_fractions", "warnings")}
     config = ScheduleConfig.from_dict(sched)
     hints = cur.hint_tokens()
     trace_len = cur.lengths("trace_ids")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rtpo_data.artifact import TABLES, sha256_file
+from rtpo_data.artifact import TABLES, Manifest, sha256_file
 from rtpo_data.checks import leaks_answer
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import RtpoDataError
@@ -96,10 +96,10 @@ class VerifyReport:
         return {"path": self.path, "ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
 
 
-def verify_checksums(path: Path, manifest: dict[str, Any]) -> Check:
+def verify_checksums(path: Path, manifest: Manifest) -> Check:
     check = Check("checksums")
     for table in TABLES:
-        for info in manifest["shards"].get(table, []):
+        for info in manifest.shards.get(table, []):
             check.checked += 1
             shard = path / info["name"]
             if not shard.is_file():
@@ -125,26 +125,26 @@ def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256,
     if checksums.failed:
         return VerifyReport(str(path), [checksums])
     cur = Curriculum.open(path)
-    tok = tokenizer if tokenizer is not None else load_tokenizer(manifest["tokenizer"]["name"])
-    if manifest["tokenizer"].get("tokenizer_sha256"):
+    tok = tokenizer if tokenizer is not None else load_tokenizer(manifest.tokenizer["name"])
+    if manifest.tokenizer.get("tokenizer_sha256"):
         import hashlib
 
         actual = hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
-        if actual != manifest["tokenizer"]["tokenizer_sha256"]:
+        if actual != manifest.tokenizer["tokenizer_sha256"]:
             raise RtpoDataError(
-                f"The tokenizer {manifest['tokenizer']['name']!r} differs from the one {path} was built with "
+                f"The tokenizer {manifest.tokenizer['name']!r} differs from the one {path} was built with "
                 "(its fingerprint changed). Verify with the same tokenizer, or rebuild."
             )
     backend = tok.backend_tokenizer
-    special = list(manifest["tokenizer"]["special_prefix_ids"])
+    special = list(manifest.tokenizer["special_prefix_ids"])
     k_stages = cur.num_stages
-    direction = manifest["schedule"].get("direction", "down")
+    direction = manifest.schedule.get("direction", "down")
     fractions = cur.stage_fractions
     full_first = fractions[0] == 1.0
     empty_last = fractions[-1] == 0.0
 
     invariants, exact = Check("invariants"), Check("token_exact")
-    drift = Check("drift", fatal=manifest["unit"] != "token")
+    drift = Check("drift", fatal=manifest.unit != "token")
     if not drift.fatal:
         drift.note = "the token unit cuts inside words, where BPE merges can differ; reported as a rate"
     leaks = Check("leaks", max_rate=max_leak_rate, note=f"fails above {max_leak_rate:.2%}")

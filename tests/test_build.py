@@ -36,7 +36,7 @@ def test_gsm8k_manifest_and_shards(gsm8k_curriculum: Curriculum) -> None:
     cur = gsm8k_curriculum
     m = cur.manifest
     assert len(cur) == 1319 and m["stats"]["rows_kept"] == 1319 and m["stats"]["rows_dropped"] == {}
-    assert m["format_version"] == 1 and m["package_version"]
+    assert m["format_version"] == 2 and m["package_version"]
     assert m["config"]["tokenizer"] == "offline:qwen3"
     assert m["source"]["fingerprint"]["sha256"] and m["tokenizer"]["tokenizer_sha256"] and m["tokenizer"]["chat_template_sha256"]
     assert m["schedule"]["stage_fractions"][0] == 1.0 and m["schedule"]["stage_fractions"][-1] == 0.0

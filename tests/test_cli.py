@@ -163,7 +163,7 @@ def test_recipe_with_flag_override(tmp_path: Path, monkeypatch) -> None:
     result = run("build", "--config", RECIPE, "--out", out, "--stages", "4")
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["num_stages"] == 4 and manifest["schedule"]["kind"] == "cosine"
+    assert len(manifest["schedule"]["stage_fractions"]) == 4 and manifest["schedule"]["kind"] == "cosine"
 
 
 def test_every_build_option_is_a_flag_with_the_configs_help() -> None:
@@ -208,7 +208,7 @@ def test_python_api_mirrors_cli(tmp_path: Path) -> None:
         return manifest
 
     api, cli = facts(res.path), facts(tmp_path / "cli")
-    assert api == cli and api["num_stages"] == 6 and api["unit"] == "sentence"
+    assert api == cli and len(api["schedule"]["stage_fractions"]) == 6 and api["unit"] == "sentence"
     assert [s["sha256"] for s in api["shards"]["rows"]] == [s["sha256"] for s in cli["shards"]["rows"]]
 
 
@@ -273,7 +273,7 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "already exists" in result.output and "--overwrite" in result.output
     assert (out / "manifest.json").read_text() == before
     assert run("build", src, "--out", out, "--tokenizer", "offline:qwen3", "--stages", "3", "--overwrite").exit_code == 0
-    assert json.loads((out / "manifest.json").read_text())["num_stages"] == 3
+    assert len(json.loads((out / "manifest.json").read_text())["schedule"]["stage_fractions"]) == 3
 
 
 def test_verbose_shows_traceback(tmp_path: Path) -> None:
