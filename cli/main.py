@@ -108,7 +108,7 @@ def _build_parameters() -> list[inspect_.Parameter]:
         cli_type: Any = (bool if kind == "bool" else int if kind.startswith("int") else
                          float if kind.startswith("float") else list[str] if kind.startswith("tuple[str") else str)
         flags = f.metadata.get("flags") or (f"--{f.name.replace('_', '-')}",)
-        metavar = None if cli_type is bool else "COLUMN" if cli_type is not str and cli_type not in (int, float) else None
+        metavar = "COLUMN" if cli_type == list[str] else None
         params.append(inspect_.Parameter(f.name, keyword, default=None, annotation=Annotated[
             cli_type | None, typer.Option(*flags, help=_field_help(f.name), show_default=False, metavar=metavar)]))
     params.append(inspect_.Parameter("progress", keyword, default=None, annotation=Annotated[

@@ -259,20 +259,18 @@ class Manifest:
         return cls(**{n: data[n] for n in names if n in data})
 
     def __getitem__(self, key: str) -> Any:
-        if key in ("num_stages", "total_steps"):
-            return getattr(self, key)
-        if key not in {f.name for f in dataclasses.fields(self)}:
+        if key not in self:
             raise KeyError(key)
         return getattr(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        return getattr(self, key) if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key, KeyError) is not KeyError
+        return key in _MANIFEST_KEYS
+
+
+_MANIFEST_KEYS = frozenset({f.name for f in dataclasses.fields(Manifest)} | {"num_stages", "total_steps"})
 
 
 def write_manifest(directory: Path, manifest: Manifest | dict[str, Any]) -> None:
