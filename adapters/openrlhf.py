@@ -61,6 +61,7 @@ import numpy as np
 from rtpo_data.adapters.openrlhf_prompt import CurriculumTokenizer, PromptText
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import ConfigError, RtpoDataError
+from rtpo_data.render import kept_fraction
 from rtpo_data.schedule import resolve_horizon
 from rtpo_data.tokenizer import check_tokenizer
 
@@ -276,14 +277,12 @@ class CurriculumPromptDataset(torch.utils.data.Dataset):
         cur = self.curriculum
         label: dict[str, Any] = {"answer": cur.answer(i), "row_id": cur.row_id(i)}
         stage = self.stage
+        prompt = PromptText(self._bos_text + cur.prompt(i, stage), cur.prompt_ids(i, stage))
         if stage is None:
-            prompt = PromptText(self._bos_text + cur.render([i], None)[0], cur.render([i], None, "ids")[0])
             label["kept_fraction"] = 0.0
         else:
-            prompt = PromptText(self._bos_text + cur.prompt(i, stage), cur.prompt_ids(i, stage))
-            hint_tokens, _ = cur.cut(i, stage)
-            trace_tokens = int(cur.trace_tokens([i])[0])
-            label.update(step=self.step, stage=stage, kept_fraction=hint_tokens / max(trace_tokens, 1))
+            kept = kept_fraction(cur.cut(i, stage)[0], cur.trace_tokens([i])[0])
+            label.update(step=self.step, stage=stage, kept_fraction=float(kept))
         datasource = cur.value("datasource", i) if self._datasource else "default"
         return datasource, prompt, label, None
 

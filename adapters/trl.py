@@ -320,9 +320,9 @@ class RTPOTrainer(GRPOTrainer):
         if stage is None:
             ids = cur.render(unique, None, "ids")
         elif lists:
-            ids = self._rtpo_lists(cur.prompt_ids_batch(unique, stage))
+            ids = self._rtpo_lists(cur.render(unique, stage, "arrays"))
         else:
-            ids = [a.astype(np.int64) for a in cur.prompt_ids_batch(unique, stage)]
+            ids = [a.astype(np.int64) for a in cur.render(unique, stage, "arrays")]
         order = inverse.reshape(-1).tolist()
         return [texts[j] for j in order], [ids[j] for j in order]
 
@@ -339,8 +339,8 @@ class RTPOTrainer(GRPOTrainer):
         """``rtpo/*`` metrics: means over the generation batch of every process (a collective call)."""
         import torch
 
-        hint = cur.hint_tokens_at(index, stage).astype(np.float64)
-        kept = hint / np.maximum(cur.trace_tokens(index), 1)
+        hint = cur.cuts(index, stage)[0].astype(np.float64)
+        kept = cur.kept_fractions(index, stage)
         local = torch.tensor([hint.sum(), kept.sum(), float(len(index))], dtype=torch.float64,
                              device=self.accelerator.device)
         total = self.accelerator.gather(local).reshape(-1, 3).sum(dim=0).tolist()
@@ -627,7 +627,7 @@ def export(curriculum: str | Path | Curriculum, config: str | Path, out: str | P
     order = np.concatenate([rng.permutation(len(cur)) for _ in range(-(-n_rows // len(cur)))])[:n_rows]
     steps = np.asarray([geo.generation_step(j // b) for j in range(n_rows)], dtype=np.int64)
     stages = np.asarray([clock.stage_at(int(s)) for s in steps])
-    prompts = cur.prompts(order, stages)
+    prompts = cur.render(order, stages)
     rows = cur.table(["row_id", "answer", *cur.kept_columns]).take(pa.array(order))
     table = pa.table({
         "prompt": prompts,

@@ -257,7 +257,7 @@ def _print_summary(d: dict[str, Any]) -> None:
     )
     for w in sched.get("warnings", []):
         out_console.print(f"  [yellow]warning[/]    {w}", highlight=False)
-    out_console.print(_stage_table(d["stages"]))
+    out_console.print(stage_table(d["stages"]))
     out_console.print(
         "[dim]target: the schedule's fraction; kept: the mean share of each trace shown\n"
         "once cut on the unit; saved: the share of trace tokens no rollout generates[/]",
@@ -265,7 +265,7 @@ def _print_summary(d: dict[str, Any]) -> None:
     )
 
 
-def _stage_table(stages: list[dict[str, Any]]) -> Any:
+def stage_table(stages: list[dict[str, Any]]) -> Any:
     """The per-stage table, two-line headers so that it fits 80 columns even for 1M rows, traces of
     16k tokens and five-digit step counts (the hint tokens saved per sample equal the mean hint, so
     that column is only in ``--format json``)."""
@@ -329,7 +329,7 @@ app.add_typer(train_app, name="train")
 
 # What `train trl --help` / `train openrlhf --help` print when the trainer is not installed. With the
 # trainer installed, its own parser prints the full help (every GRPOConfig flag, for TRL).
-_TRAIN_HELP = {
+TRAIN_HELP = {
     "trl": """\
 Usage: rtpo-data train trl --curriculum DIR --model_name_or_path MODEL
                            [TRL flags] [--config grpo.yaml]
@@ -392,7 +392,7 @@ def _trainer_help(trainer: str, main: Any) -> None:
     try:
         run = main()
     except ImportError:
-        print(_TRAIN_HELP[trainer], end="")
+        print(TRAIN_HELP[trainer], end="")
         return
     run(["--help"])
 

@@ -17,17 +17,22 @@ the manifest is on disk, so a directory with a manifest is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from rtpo_data.errors import ArtifactError
+from rtpo_data.errors import ArtifactError, RtpoDataError
 
 FORMAT_VERSION = 2  # 2: num_stages and total_steps are stored once, in "schedule"
 READABLE_VERSIONS = (1, 2)
@@ -73,7 +78,7 @@ class ShardInfo:
     sha256: str
 
 
-class _HashingFile:
+class HashingFile:
     """A write-only file that hashes what passes through, so shards are never read back to hash."""
 
     def __init__(self, path: Path) -> None:
@@ -118,7 +123,7 @@ class ShardWriter:
         self.schema = schema
         self.shard_rows = shard_rows
         self._shards: list[tuple[Path, ShardInfo]] = []
-        self._file: _HashingFile | None = None
+        self._file: HashingFile | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._rows = 0  # rows written to the open shard
         self._pending: list[pa.RecordBatch] = []
@@ -157,7 +162,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         path = self.directory / f".{self.table}-{len(self._shards):05d}.partial"
-        self._file = _HashingFile(path)
+        self._file = HashingFile(path)
         self._writer = pa.ipc.new_stream(self._file, self.schema)
         self._rows = 0
         self._path = path
@@ -348,3 +353,74 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# -- publishing a finished build ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exclusive_build(out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` so two builds never write the same output; the loser fails at once."""
+    lock_path = out.with_name(out.name + ".lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RtpoDataError(
+                    f"Another build is writing {out} right now (it holds {lock_path}). "
+                    "Wait for it to finish, or build into another --out."
+                ) from None
+            raise
+        # The previous holder may have unlinked the file between our open and our lock: retry then.
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def swap_dirs(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return ok
+
+
+def publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Make the finished build visible at ``out`` in one step.
+
+    Replacing an old curriculum swaps the two directories atomically where the OS can, so a crash
+    at any moment leaves either the old or the new curriculum at ``out``, never neither.
+    """
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not overwrite:
+        raise RtpoDataError(f"Output {out} appeared during the build. Pass --overwrite to replace it.")
+    if swap_dirs(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old curriculum
+        return
+    # Fallback without RENAME_EXCHANGE: two renames, with a short window where out is missing; the
+    # old curriculum is then at <out>.old-<pid>, which read_manifest points to.
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import errno
-import fcntl
 import gc
 import json
 import logging
@@ -43,6 +41,8 @@ from rtpo_data.artifact import (
     Manifest,
     ShardWriter,
     cuts_schema,
+    exclusive_build,
+    publish,
     shard_infos_to_json,
     write_manifest,
 )
@@ -51,6 +51,7 @@ from rtpo_data.config import BuildConfig
 from rtpo_data.cuts import CutUnit, batch_cuts
 from rtpo_data.errors import RtpoDataError
 from rtpo_data.prompts import THINK_OPEN, PromptRenderer
+from rtpo_data.render import PromptTable, kept_fraction
 from rtpo_data.schedule import stage_fractions
 from rtpo_data.sources import (
     ColumnMap,
@@ -257,13 +258,11 @@ class _BatchProcessor:
         out.trace_tokens = lens.astype(np.int32)
         out.prompt_tokens = np.fromiter((len(x) for x in bare_ids), dtype=np.int32, count=n)
         out.hint_token_sums = cuts.hint_tokens.sum(axis=0, dtype=np.int64)
-        safe = np.maximum(lens, 1)[:, None]
-        out.kept_fraction_sums = np.where(lens[:, None] > 0, cuts.hint_tokens / safe, 0.0).sum(axis=0)
+        out.kept_fraction_sums = kept_fraction(cuts.hint_tokens, lens[:, None]).sum(axis=0)
 
         budget = max(0, self.config.check_sample - checked_before)
         if budget:
-            self._check(out, parts, traces, answers, bare_ids, prefix_ids, suffix_ids, flat_ids, tok_offsets,
-                        cuts, bare_texts, prefix_texts, min(budget, n))
+            self._check(out, traces, answers, cuts, min(budget, n))
         return out
 
     def _prefix_ids(self, bare_texts: list[str], prefix_texts: list[str], bare_ids: list[list[int]],
@@ -314,8 +313,7 @@ class _BatchProcessor:
                 self._suffix_cache[suffix] = ids
         return ids
 
-    def _check(self, out, parts, traces, answers, bare_ids, prefix_ids, suffix_ids, flat_ids, tok_offsets,
-               cuts, bare_texts, prefix_texts, count) -> None:
+    def _check(self, out: _BatchOut, traces: list[str], answers: list[str | None], cuts: Any, count: int) -> None:
         """Leaks on every stage of the first ``count`` rows of this batch; drift on one prompt of each.
 
         Drift needs each checked prompt tokenized again: on long traces, every stage of 256 rows
@@ -324,9 +322,11 @@ class _BatchProcessor:
         hint): the template's junction with the trace and one cut, which is where drift arises,
         for a fraction of a full prompt's tokens. ``inspect --verify`` checks every row and stage.
         Leaks need no tokenizing and are checked on every stage.
+
+        The prompts checked are rendered from the batch about to be written by the same code the
+        curriculum renders with (:class:`~rtpo_data.render.PromptTable`).
         """
         k_stages = self.num_stages
-        texts, expected, where = [], [], []
         leaks = np.zeros(k_stages, dtype=np.int64)
         hinted = np.where(cuts.hint_tokens[:count] > 0, cuts.hint_tokens[:count], np.iinfo(np.int32).max)
         shortest = hinted.argmin(axis=1)  # the first stage with the fewest hint tokens (any, if none has)
@@ -334,19 +334,12 @@ class _BatchProcessor:
             for s in range(k_stages):
                 if cuts.hint_tokens[r, s]:
                     leaks[s] += leaks_answer(traces[r][: int(cuts.hint_chars[r, s])], answers[r])
-            s = int(shortest[r])
-            k, c = int(cuts.hint_tokens[r, s]), int(cuts.hint_chars[r, s])
-            if k == 0:
-                texts.append(bare_texts[r])
-                expected.append(bare_ids[r])
-            else:
-                texts.append(prefix_texts[r] + traces[r][:c] + parts[r].suffix)
-                ids = flat_ids[tok_offsets[r]: tok_offsets[r] + k].tolist()
-                expected.append(prefix_ids[r] + ids + suffix_ids[r])
-            where.append(s)
-        bad = drifted(self.backend, texts, expected)
-        out.drift = np.bincount(np.asarray(where)[np.asarray(bad, dtype=bool)], minlength=k_stages)
-        out.drift_checked = np.bincount(np.asarray(where), minlength=k_stages)
+        table = PromptTable(pa.Table.from_batches([out.rows]), [cuts.hint_tokens], [cuts.hint_chars], k_stages,
+                            self.config.placement, self.config.hint_label)
+        rows, where = np.arange(count), shortest[:count]
+        bad = drifted(self.backend, table.render(rows, where), table.render(rows, where, "ids"))
+        out.drift = np.bincount(where[np.asarray(bad, dtype=bool)], minlength=k_stages)
+        out.drift_checked = np.bincount(where, minlength=k_stages)
         out.leaks = leaks
         out.checked_rows = count
 
@@ -461,37 +454,6 @@ def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator
         yield result(pending.popleft())
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold ``<out>.lock`` so two builds never write the same output; the loser fails at once."""
-    lock_path = out.with_name(out.name + ".lock")
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise RtpoDataError(
-                    f"Another build is writing {out} right now (it holds {lock_path}). "
-                    "Wait for it to finish, or build into another --out."
-                ) from None
-            raise
-        # The previous holder may have unlinked the file between our open and our lock: retry then.
-        try:
-            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
-        os.close(fd)
-
-
 def _percentiles(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {}
@@ -560,7 +522,7 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
     schedule = config.schedule_config()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
+    with exclusive_build(out):
         tmp = out.with_name(out.name + ".incomplete")
         if tmp.exists():
             log.warning("Removing %s, left over by a build that did not finish.", tmp)
@@ -579,49 +541,12 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
                 "build_seconds": round(time.perf_counter() - started, 3),
             })
             write_manifest(tmp, manifest)
-            _publish(tmp, out, config.overwrite)
+            publish(tmp, out, config.overwrite)
         except BaseException:
             # Ctrl-C included: whatever was written is removed, so nothing half-built is ever left.
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return BuildResult(path=out, manifest=manifest, seconds=time.perf_counter() - started)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-    return ok
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Make the finished build visible at ``out`` in one step.
-
-    Replacing an old curriculum swaps the two directories atomically where the OS can, so a crash
-    at any moment leaves either the old or the new curriculum at ``out``, never neither.
-    """
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not overwrite:
-        raise RtpoDataError(f"Output {out} appeared during the build. Pass --overwrite to replace it.")
-    if _exchange(tmp, out):
-        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old curriculum
-        return
-    # Fallback without RENAME_EXCHANGE: two renames, with a short window where out is missing; the
-    # old curriculum is then at <out>.old-<pid>, which read_manifest points to.
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Path, progress) -> dict[str, Any]:

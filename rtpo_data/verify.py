@@ -198,8 +198,8 @@ def verify(path: str | Path, *, tokenizer: Any = None, batch_rows: int = 256,
         if where:
             pairs_idx = np.asarray([idx[r] for r, _, _ in where])
             pairs_stage = np.asarray([s for _, s, _ in where])
-            prompts = cur.prompts(pairs_idx, pairs_stage)
-            ids = cur.prompt_ids_batch(pairs_idx, pairs_stage)
+            prompts = cur.render(pairs_idx, pairs_stage)
+            ids = cur.render(pairs_idx, pairs_stage, "arrays")
             encs = backend.encode_batch(prompts, add_special_tokens=True)
             for (r, s, k), prompt, pid, enc in zip(where, prompts, ids, encs):
                 i, rid = int(idx[r]), row_ids[r]

@@ -102,7 +102,7 @@ class _Prompts:
             return pa.array(self.cur.render(rows, self.stage, "text"), self.type)
         if self.output == "messages":
             return pa.array(self.cur.render(rows, self.stage, "messages"), self.type)
-        arrays = self.cur.prompt_ids_batch(rows, self.stage)
+        arrays = self.cur.render(rows, self.stage, "arrays")
         offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
         np.cumsum([len(a) for a in arrays], out=offsets[1:])
         values = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
@@ -112,8 +112,7 @@ class _Prompts:
 class CurriculumView(datasets.Dataset):
     """A curriculum at one stage (or with no hint) as a ``datasets.Dataset``; see the module docstring.
 
-    Make one with :meth:`Curriculum.view`, :meth:`Curriculum.stage_view` or
-    :meth:`Curriculum.eval_view`.
+    Make one with :meth:`Curriculum.view` or :meth:`Curriculum.eval_view`.
     """
 
     _prompts: _Prompts

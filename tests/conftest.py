@@ -25,7 +25,7 @@ def qwen3():
     return load_tokenizer("offline:qwen3")
 
 
-def _has_openrlhf() -> bool:
+def has_openrlhf() -> bool:
     import importlib.util
 
     try:  # a submodule, so the tests/openrlhf folder itself never passes for the package
@@ -35,4 +35,4 @@ def _has_openrlhf() -> bool:
 
 
 # OpenRLHF's tests run in their own environment (scripts/test_openrlhf.sh); without it, skip the folder.
-collect_ignore = [] if _has_openrlhf() else ["openrlhf"]
+collect_ignore = [] if has_openrlhf() else ["openrlhf"]

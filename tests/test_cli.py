@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rtpo_data.cli.main import _stage_table, app
+from rtpo_data.cli.main import app, stage_table
 
 from helpers import make_tokenizer, write_jsonl
 
@@ -87,14 +87,14 @@ def test_train_trl_help_lists_trl_flags_when_trl_is_installed() -> None:
 
     pytest.importorskip("trl")
     from rtpo_data.adapters.trl import RTPOScriptArguments
-    from rtpo_data.cli.main import _TRAIN_HELP
+    from rtpo_data.cli.main import TRAIN_HELP
 
     result = run("train", "trl", "--help")
     assert result.exit_code == 0, result.output
     assert "--learning_rate" in result.output and "--curriculum" in result.output
     # The help shown without TRL names every option of the launcher's own.
     for f in dataclasses.fields(RTPOScriptArguments):
-        assert f"--{f.name}" in _TRAIN_HELP["trl"], f.name
+        assert f"--{f.name}" in TRAIN_HELP["trl"], f.name
 
 
 def test_inspect_summary_row_json_plot(built: Path, tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_stage_table_fits_80_columns(built: Path) -> None:
                "kept_fraction_mean": 0.5, "hint_tokens_mean": 16_384.0, "hint_tokens_p95": 16_384.0,
                "rows_with_hint": 1_000_000, "rollout_tokens_saved_pct": 100.0} for s in range(20)]
     console = Console(width=80, record=True)
-    console.print(_stage_table(widest))
+    console.print(stage_table(widest))
     text = console.export_text()
     assert "\u2026" not in text, text
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -293,9 +293,9 @@ def test_inspect_errors(tmp_path: Path, built: Path) -> None:
 
 
 def test_train_openrlhf_without_openrlhf_says_how_to_install(built: Path) -> None:
-    from conftest import _has_openrlhf
+    from conftest import has_openrlhf
 
-    if _has_openrlhf():
+    if has_openrlhf():
         pytest.skip("OpenRLHF is installed here; tests/openrlhf covers the command")
     result = run("train", "openrlhf", "--curriculum", built, "--", "--rollout.batch_size", "2")
     assert result.exit_code == 1 and "Traceback" not in result.output

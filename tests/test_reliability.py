@@ -170,14 +170,13 @@ def test_first_build_killed_leaves_no_curriculum_and_rerun_cleans_up(big_source:
 # curriculum (or nothing) at the output, never a partial one.
 _WRITE_POINTS = [
     ("rtpo_data.artifact", "ShardWriter", "write"),
-    ("rtpo_data.artifact", "ShardWriter", "_flush"),
-    ("rtpo_data.artifact", "ShardWriter", "_open"),
-    ("rtpo_data.artifact", "ShardWriter", "_close"),
+    ("rtpo_data.artifact", "HashingFile", "__init__"),  # a shard file is created
+    ("rtpo_data.artifact", "HashingFile", "write"),
     ("rtpo_data.artifact", "ShardWriter", "finish"),
-    ("rtpo_data.artifact", "_HashingFile", "close"),
+    ("rtpo_data.artifact", "HashingFile", "close"),
     ("rtpo_data.build", None, "write_manifest"),
-    ("rtpo_data.build", None, "_publish"),
-    ("rtpo_data.build", None, "_exchange"),
+    ("rtpo_data.build", None, "publish"),
+    ("rtpo_data.artifact", None, "swap_dirs"),
     ("os", None, "rename"),
 ]
 
@@ -227,7 +226,7 @@ def test_a_crash_at_every_write_point_leaves_the_old_curriculum(tmp_path: Path, 
         points = _crash_at(m, 0, lambda: None)
         build(config(5), progress=False)
         total = list(points)
-    assert len(total) > 30 and {"build.write_manifest", "build._publish", "os.rename"} <= set(total)
+    assert len(total) > 30 and {"build.write_manifest", "build.publish", "os.rename"} <= set(total)
     build(config(3), progress=False)
     old = _manifest(out)
 
@@ -260,11 +259,11 @@ def test_a_crash_at_every_write_point_leaves_the_old_curriculum(tmp_path: Path, 
 
 
 def test_concurrent_builds_one_wins(big_source: Path, tmp_path: Path) -> None:
-    from rtpo_data.build import _exclusive
+    from rtpo_data.artifact import exclusive_build
 
     src = write_jsonl(tmp_path / "s.jsonl", [{"question": "q?", "solution": "Yes. #### 1"}])
     out = tmp_path / "cur"
-    with _exclusive(out), pytest.raises(RtpoDataError, match="Another build is writing"):
+    with exclusive_build(out), pytest.raises(RtpoDataError, match="Another build is writing"):
         build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3"))
     procs = [subprocess.Popen(_build_cmd(big_source, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
