@@ -101,19 +101,27 @@ def _build_parameters() -> list[inspect_.Parameter]:
             Path | None, typer.Option("--config", "-c", help="Recipe YAML (keys as the flags, without --); flags "
                                       "override its keys.")]),
     ]
-    for f in dataclasses.fields(BuildConfig):
-        if f.name == "source":
-            continue
+    return [*params, *_field_options(f for f in dataclasses.fields(BuildConfig) if f.name != "source"),
+            _progress_parameter()]
+
+
+def _field_options(fields: Any) -> list[inspect_.Parameter]:
+    """One ``--flag`` per BuildConfig field, with the field's help, default and flag names."""
+    params = []
+    for f in fields:
         kind = str(f.type)
         cli_type: Any = (bool if kind == "bool" else int if kind.startswith("int") else
                          float if kind.startswith("float") else list[str] if kind.startswith("tuple[str") else str)
         flags = f.metadata.get("flags") or (f"--{f.name.replace('_', '-')}",)
         metavar = "COLUMN" if cli_type == list[str] else None
-        params.append(inspect_.Parameter(f.name, keyword, default=None, annotation=Annotated[
+        params.append(inspect_.Parameter(f.name, inspect_.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             cli_type | None, typer.Option(*flags, help=_field_help(f.name), show_default=False, metavar=metavar)]))
-    params.append(inspect_.Parameter("progress", keyword, default=None, annotation=Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")]))
     return params
+
+
+def _progress_parameter() -> inspect_.Parameter:
+    return inspect_.Parameter("progress", inspect_.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")])
 
 
 def _field_help(name: str) -> str:
@@ -144,6 +152,50 @@ build.__signature__ = inspect_.Signature(_build_parameters())  # type: ignore[at
 app.command(no_args_is_help=True)(build)
 
 
+def reschedule(**options: Any) -> None:
+    """A new schedule (stages, unit, measure, horizon) on a built curriculum, without tokenizing again:
+    new cut tables beside the curriculum's row shards (hard links where the filesystem allows)."""
+    source, out, tokenizer = options.pop("curriculum"), options.pop("out"), options.pop("tokenizer")
+    overwrite = bool(options.pop("overwrite"))
+    changes = {k: v for k, v in options.items() if v is not None}
+    try:
+        from rtpo_data.reschedule import reschedule as run_reschedule
+
+        if not out:
+            raise RtpoDataError("reschedule needs --out: the folder for the new curriculum.")
+        result = run_reschedule(source, out, overwrite=overwrite, tokenizer=tokenizer, **changes)
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        _forget_handled_interrupt()
+        err_console.print("[bold red]Interrupted:[/] nothing was written.")
+        raise typer.Exit(130) from None
+    parent = result.manifest.parent or {}
+    _print_build_summary(result, f"[bold green]Rescheduled[/] {source} -> {result.path} in {result.seconds:.1f}s "
+                                 f"(row shards {parent.get('rows')}: nothing tokenized)")
+
+
+def _reschedule_parameters() -> list[inspect_.Parameter]:
+    """``rtpo-data reschedule``'s arguments: the BuildConfig fields a reschedule may change."""
+    from rtpo_data.config import RESCHEDULE_OPTIONS
+
+    fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
+    return [
+        inspect_.Parameter("curriculum", inspect_.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[
+            Path, typer.Argument(help="The built curriculum whose rows to reuse.", show_default=False,
+                                 metavar="CURRICULUM")]),
+        *_field_options([fields["out"], fields["overwrite"]]),
+        inspect_.Parameter("tokenizer", inspect_.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            str | None, typer.Option("--tokenizer", "-t", help="Where the curriculum's tokenizer is, if the name it "
+                                     "was built with does not load here (the same tokenizer; for the drift sample).")]),
+        *_field_options(fields[name] for name in RESCHEDULE_OPTIONS),
+    ]
+
+
+reschedule.__signature__ = inspect_.Signature(_reschedule_parameters())  # type: ignore[attr-defined]
+app.command(no_args_is_help=True)(reschedule)
+
+
 def _leak_handling(stats: dict[str, Any]) -> str:
     """What --on-leak did, for the build summary and inspect."""
     leaks = stats.get("leaks") or {"on_leak": "keep"}
@@ -153,7 +205,7 @@ def _leak_handling(stats: dict[str, Any]) -> str:
             f"{leaks['rows_dropped']:,} dropped")
 
 
-def _print_build_summary(result: Any) -> None:
+def _print_build_summary(result: Any, title: str | None = None) -> None:
     m = result.manifest
     s = m.stats
     dropped = ", ".join(f"{k} {v}" for k, v in s["rows_dropped"].items()) or "none"
@@ -162,7 +214,7 @@ def _print_build_summary(result: Any) -> None:
     fr = ", ".join(f"{x:.2f}" for x in m.schedule["stage_fractions"])
     hint = ", ".join(f"{x:.0f}" for x in s["hint_tokens_mean"])
     lines = [
-        f"[bold green]Built[/] {result.path} in {result.seconds:.1f}s",
+        title or f"[bold green]Built[/] {result.path} in {result.seconds:.1f}s",
         f"  rows      {s['rows_kept']:,} kept of {s['rows_read']:,} read; dropped: {dropped}",
         f"  columns   prompt={cols['prompt']!r} trace={cols['trace']!r} answer={cols['answer']!r}"
         + (f" (auto-detected: {', '.join(detected)})" if detected else ""),

@@ -114,7 +114,9 @@ class ShardWriter:
     """Writes one table as a sequence of stream shards, starting a new shard every ``shard_rows``.
 
     Incoming batches are gathered into record batches of about ``RECORD_BATCH_BYTES``. Shards get
-    their final ``-of-N`` names in :meth:`finish`, once N is known.
+    their final ``-of-N`` names in :meth:`finish`, once N is known. A table of fixed-width rows (the
+    cut table) is cut into record batches at fixed row counts, so its bytes depend on its rows alone,
+    not on how they were handed in: a rescheduled curriculum's cut shards equal a build's.
     """
 
     def __init__(self, directory: Path, table: str, schema: pa.Schema, shard_rows: int) -> None:
@@ -129,20 +131,26 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._pending_bytes = 0
+        width = _fixed_row_bytes(schema)
+        self._batch_rows = max(1, RECORD_BATCH_BYTES // width) if width else None
 
     def write(self, batch: pa.RecordBatch) -> None:
         offset = 0
         while offset < batch.num_rows:
             take = min(batch.num_rows - offset, self.shard_rows - self._rows - self._pending_rows)
+            if self._batch_rows is not None:
+                take = min(take, self._batch_rows - self._pending_rows)
             piece = batch.slice(offset, take)
             size = piece.nbytes
-            if self._pending and self._pending_bytes + size > RECORD_BATCH_BYTES:
+            if self._batch_rows is None and self._pending and self._pending_bytes + size > RECORD_BATCH_BYTES:
                 self._flush()  # never combine past the cap (string offsets are 32-bit)
             self._pending.append(piece)
             self._pending_rows += take
             self._pending_bytes += size
             offset += take
-            if self._pending_bytes >= RECORD_BATCH_BYTES or self._rows + self._pending_rows >= self.shard_rows:
+            full = (self._pending_rows >= self._batch_rows if self._batch_rows is not None
+                    else self._pending_bytes >= RECORD_BATCH_BYTES)
+            if full or self._rows + self._pending_rows >= self.shard_rows:
                 self._flush()
             if self._rows >= self.shard_rows:
                 self._close()
@@ -197,6 +205,21 @@ class ShardWriter:
                 self._file.close()
 
 
+def _fixed_row_bytes(schema: pa.Schema) -> int | None:
+    """Bytes per row of a table whose columns are all fixed-width (numbers, fixed-size lists of
+    numbers, no nulls); ``None`` otherwise."""
+    total = 0
+    for t in schema.types:
+        size = 1
+        while pa.types.is_fixed_size_list(t):
+            size *= t.list_size
+            t = t.value_type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            return None
+        total += size * t.bit_width // 8
+    return total
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What ``manifest.json`` says about a curriculum, each fact once.
@@ -226,6 +249,8 @@ class Manifest:
     shards: dict[str, list[dict[str, Any]]]
     schedule: dict[str, Any]
     build_seconds: float | None = None
+    # Set by reschedule: the curriculum whose row shards this one reuses (see docs/format.md).
+    parent: dict[str, Any] | None = None
 
     @property
     def num_stages(self) -> int:
@@ -240,8 +265,16 @@ class Manifest:
         return list(self.schedule["stage_fractions"])
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object written to ``manifest.json``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The JSON object written to ``manifest.json`` (``parent`` only where there is one)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["parent"] is None:
+            del out["parent"]
+        return out
+
+    def shard_path(self, directory: Path, info: dict[str, Any]) -> Path:
+        """Where a shard of the curriculum at ``directory`` lies: beside the manifest, or, for row
+        shards a rescheduled curriculum refers to, in its parent (``info["path"]``)."""
+        return Path(info["path"]) if info.get("path") else directory / info["name"]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "the manifest") -> Manifest:
@@ -257,7 +290,7 @@ class Manifest:
                                     "Rebuild the curriculum.")
             data["schedule"] = schedule
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n != "build_seconds"]
+        missing = [n for n in names if n not in data and n not in ("build_seconds", "parent")]
         if missing or "stage_fractions" not in (data.get("schedule") or {}):
             keys = ", ".join(repr(k) for k in missing) or "'schedule.stage_fractions'"
             raise ArtifactError(f"{where} is damaged: {keys} missing. Rebuild the curriculum.")

@@ -258,11 +258,11 @@ class _BatchProcessor:
         out.trace_tokens = lens.astype(np.int32)
         out.prompt_tokens = np.fromiter((len(x) for x in bare_ids), dtype=np.int32, count=n)
         out.hint_token_sums = cuts.hint_tokens.sum(axis=0, dtype=np.int64)
-        out.kept_fraction_sums = kept_fraction(cuts.hint_tokens, lens[:, None]).sum(axis=0)
+        out.kept_fraction_sums = kept_fraction_sums(cuts.hint_tokens, lens)
 
         budget = max(0, self.config.check_sample - checked_before)
         if budget:
-            self._check(out, traces, answers, cuts, min(budget, n))
+            self._check(out, cuts, min(budget, n))
         return out
 
     def _prefix_ids(self, bare_texts: list[str], prefix_texts: list[str], bare_ids: list[list[int]],
@@ -313,35 +313,105 @@ class _BatchProcessor:
                 self._suffix_cache[suffix] = ids
         return ids
 
-    def _check(self, out: _BatchOut, traces: list[str], answers: list[str | None], cuts: Any, count: int) -> None:
-        """Leaks on every stage of the first ``count`` rows of this batch; drift on one prompt of each.
-
-        Drift needs each checked prompt tokenized again: on long traces, every stage of 256 rows
-        is several times the tokenizing of the whole build. So the sample checks one prompt per
-        row, the one with the row's shortest non-empty hint (the whole prompt when no stage has a
-        hint): the template's junction with the trace and one cut, which is where drift arises,
-        for a fraction of a full prompt's tokens. ``inspect --verify`` checks every row and stage.
-        Leaks need no tokenizing and are checked on every stage.
-
-        The prompts checked are rendered from the batch about to be written by the same code the
-        curriculum renders with (:class:`~rtpo_data.render.PromptTable`).
-        """
-        k_stages = self.num_stages
-        leaks = np.zeros(k_stages, dtype=np.int64)
-        hinted = np.where(cuts.hint_tokens[:count] > 0, cuts.hint_tokens[:count], np.iinfo(np.int32).max)
-        shortest = hinted.argmin(axis=1)  # the first stage with the fewest hint tokens (any, if none has)
-        for r in range(count):
-            for s in range(k_stages):
-                if cuts.hint_tokens[r, s]:
-                    leaks[s] += leaks_answer(traces[r][: int(cuts.hint_chars[r, s])], answers[r])
-        table = PromptTable(pa.Table.from_batches([out.rows]), [cuts.hint_tokens], [cuts.hint_chars], k_stages,
+    def _check(self, out: _BatchOut, cuts: Any, count: int) -> None:
+        """The build's sample checks on the first ``count`` rows of this batch (see :func:`sample_checks`),
+        rendered from the batch about to be written."""
+        table = PromptTable(pa.Table.from_batches([out.rows]), [cuts.hint_tokens], [cuts.hint_chars], self.num_stages,
                             self.config.placement, self.config.hint_label)
-        rows, where = np.arange(count), shortest[:count]
-        bad = drifted(self.backend, table.render(rows, where), table.render(rows, where, "ids"))
-        out.drift = np.bincount(where[np.asarray(bad, dtype=bool)], minlength=k_stages)
-        out.drift_checked = np.bincount(where, minlength=k_stages)
-        out.leaks = leaks
+        out.drift, out.drift_checked, out.leaks = sample_checks(table, count, self.backend)
         out.checked_rows = count
+
+
+def sample_checks(table: PromptTable, count: int, backend: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leaks on every stage of rows ``0..count-1`` of ``table``; drift on one prompt of each.
+    Returns ``(drifted, checked for drift, leaking)`` per stage.
+
+    Drift needs each checked prompt tokenized again: on long traces, every stage of 256 rows is
+    several times the tokenizing of the whole build. So the sample checks one prompt per row, the one
+    with the row's shortest non-empty hint (the whole prompt when no stage has a hint): the template's
+    junction with the trace and one cut, which is where drift arises, for a fraction of a full
+    prompt's tokens. ``inspect --verify`` checks every row and stage. Leaks need no tokenizing and are
+    checked on every stage.
+
+    The prompts are rendered by :class:`~rtpo_data.render.PromptTable`, the code every trainer's
+    prompts come from, so what is checked is what trainers get.
+    """
+    k_stages = table.num_stages
+    rows = np.arange(count)
+    hint_tokens = np.stack([table.cuts(rows, s)[0] for s in range(k_stages)], axis=1).reshape(count, k_stages)
+    hint_chars = np.stack([table.cuts(rows, s)[1] for s in range(k_stages)], axis=1).reshape(count, k_stages)
+    leaks = np.zeros(k_stages, dtype=np.int64)
+    for r in range(count):
+        trace, answer = table.trace(r), table.answer(r)
+        for s in range(k_stages):
+            if hint_tokens[r, s]:
+                leaks[s] += leaks_answer(trace[: int(hint_chars[r, s])], answer)
+    hinted = np.where(hint_tokens > 0, hint_tokens, np.iinfo(np.int64).max)
+    where = hinted.argmin(axis=1)  # the first stage with the fewest hint tokens (any, if none has)
+    bad = np.asarray(drifted(backend, table.render(rows, where), table.render(rows, where, "ids")), dtype=bool)
+    return (np.bincount(where[bad], minlength=k_stages), np.bincount(where, minlength=k_stages), leaks)
+
+
+# Kept fractions are summed in fixed point (units of 1e-9), so the per-stage mean does not depend on
+# how rows were grouped into batches: a rescheduled curriculum's stats equal a build's.
+KEPT_SCALE = 10**9
+
+
+def kept_fraction_sums(hint_tokens: np.ndarray, trace_tokens: np.ndarray) -> np.ndarray:
+    """Per stage, the sum over rows of the kept fraction, in units of ``1 / KEPT_SCALE`` (exact ints)."""
+    fixed = np.rint(kept_fraction(hint_tokens, np.asarray(trace_tokens)[:, None]) * KEPT_SCALE).astype(np.int64)
+    return fixed.sum(axis=0)
+
+
+def stage_means(hint_sums: np.ndarray, kept_sums: np.ndarray, rows: int) -> dict[str, list[float]]:
+    """The manifest's per-stage means, from integer sums over every row."""
+    return {
+        "hint_tokens_mean": [round(float(x) / rows, 2) for x in hint_sums],
+        "kept_fraction_mean": [round(float(x) / KEPT_SCALE / rows, 4) for x in kept_sums],
+    }
+
+
+def checks_section(checked: int, drift: np.ndarray, drift_checked: np.ndarray, leaks: np.ndarray) -> dict[str, Any]:
+    """The manifest's ``checks``: what the build's sample checks found."""
+    return {
+        "sample_rows": checked,
+        "sample_prompts": int(drift_checked.sum()),  # drift: one prompt per sampled row
+        "drift_rate": round(float(drift.sum()) / max(int(drift_checked.sum()), 1), 6),
+        "drift_per_stage": drift.tolist(),
+        "leak_rate": round(float(leaks.sum()) / max(checked * len(leaks), 1), 6),
+        "leaks_per_stage": leaks.tolist(),
+    }
+
+
+def schedule_section(config: BuildConfig) -> dict[str, Any]:
+    """The manifest's ``schedule``: the schedule as configured, its horizon and stage fractions."""
+    schedule = config.schedule_config()
+    return {
+        **schedule.to_dict(),
+        "total_steps": config.total_steps,
+        "stage_fractions": list(stage_fractions(schedule, config.stages)),
+        "warnings": schedule.warnings(),
+    }
+
+
+@contextlib.contextmanager
+def building(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Hold the build lock of ``out`` and give a fresh ``<out>.incomplete/`` to write into; when the
+    block ends, publish it at ``out`` (the manifest must be written last, inside the block). On any
+    error, Ctrl-C included, whatever was written is removed, so nothing half-built is ever left."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_build(out):
+        tmp = out.with_name(out.name + ".incomplete")
+        if tmp.exists():
+            log.warning("Removing %s, left over by a build that did not finish.", tmp)
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            yield tmp
+            publish(tmp, out, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -454,7 +524,7 @@ def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator
         yield result(pending.popleft())
 
 
-def _percentiles(values: np.ndarray) -> dict[str, float]:
+def percentiles(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {}
     p = np.percentile(values, [50, 90, 95, 99])
@@ -518,34 +588,14 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
         )
     # Fail on tokenizer/template problems before reading any data.
     probe = _BatchProcessor(config, cmap, source_name)
-    fractions = probe.fractions
-    schedule = config.schedule_config()
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_build(out):
-        tmp = out.with_name(out.name + ".incomplete")
-        if tmp.exists():
-            log.warning("Removing %s, left over by a build that did not finish.", tmp)
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        try:
-            written = _write_all(config, spec, cmap, source_name, probe, tmp, progress)
-            manifest = Manifest.from_dict({
-                **written,
-                "schedule": {
-                    **schedule.to_dict(),
-                    "total_steps": config.total_steps,
-                    "stage_fractions": list(fractions),
-                    "warnings": schedule.warnings(),
-                },
-                "build_seconds": round(time.perf_counter() - started, 3),
-            })
-            write_manifest(tmp, manifest)
-            publish(tmp, out, config.overwrite)
-        except BaseException:
-            # Ctrl-C included: whatever was written is removed, so nothing half-built is ever left.
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with building(out, config.overwrite) as tmp:
+        written = _write_all(config, spec, cmap, source_name, probe, tmp, progress)
+        manifest = Manifest.from_dict({
+            **written,
+            "schedule": schedule_section(config),
+            "build_seconds": round(time.perf_counter() - started, 3),
+        })
+        write_manifest(tmp, manifest)
     return BuildResult(path=out, manifest=manifest, seconds=time.perf_counter() - started)
 
 
@@ -560,7 +610,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
     trace_tokens: list[np.ndarray] = []
     prompt_tokens: list[np.ndarray] = []
     hint_sums = np.zeros(k_stages, dtype=np.int64)
-    kept_sums = np.zeros(k_stages, dtype=np.float64)
+    kept_sums = np.zeros(k_stages, dtype=np.int64)
     checked = 0
     leak_trimmed = 0
     drift = np.zeros(k_stages, dtype=np.int64)
@@ -652,10 +702,9 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
             "rows_dropped": dict(dropped.most_common()),
             "answer_split": dict(formats.most_common()),
             "answers_derived": derived,
-            "trace_tokens": _percentiles(traces),
-            "prompt_tokens": _percentiles(prompts),
-            "hint_tokens_mean": [round(float(x) / kept, 2) for x in hint_sums],
-            "kept_fraction_mean": [round(float(x) / kept, 4) for x in kept_sums],
+            "trace_tokens": percentiles(traces),
+            "prompt_tokens": percentiles(prompts),
+            **stage_means(hint_sums, kept_sums, kept),
             # --on-leak: what happened to rows whose trace states the gold answer before its end
             "leaks": {
                 "on_leak": config.on_leak,
@@ -663,14 +712,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
                 "rows_dropped": int(dropped["answer_leak"] + dropped["answer_leak_no_trace"]),
             },
         },
-        "checks": {
-            "sample_rows": checked,
-            "sample_prompts": int(drift_checked.sum()),  # drift: one prompt per sampled row
-            "drift_rate": round(float(drift.sum()) / max(int(drift_checked.sum()), 1), 6),
-            "drift_per_stage": drift.tolist(),
-            "leak_rate": round(float(leaks.sum()) / max(checked * k_stages, 1), 6),
-            "leaks_per_stage": leaks.tolist(),
-        },
+        "checks": checks_section(checked, drift, drift_checked, leaks),
         "shards": {"rows": shard_infos_to_json(rows_infos), "cuts": shard_infos_to_json(cuts_infos)},
     }
 

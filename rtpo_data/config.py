@@ -21,7 +21,11 @@ ON_INVALID = ("skip", "error")
 ON_LEAK = ("keep", "trim", "drop")
 
 # Schedule fields of BuildConfig that map 1:1 onto ScheduleConfig (None = the schedule's default).
-_SCHEDULE_FIELDS = ("direction", "start", "end", "rate", "value", "milestones", "values", "fractions")
+SCHEDULE_FIELDS = ("direction", "start", "end", "rate", "value", "milestones", "values", "fractions")
+# What ``rtpo-data reschedule`` may change: the schedule's options (replaced together), the horizon,
+# the unit and the measure. Every other option decides the row shards.
+SCHEDULE_OPTIONS = ("schedule", "stages", *SCHEDULE_FIELDS)
+RESCHEDULE_OPTIONS = (*SCHEDULE_OPTIONS, "total_steps", "unit", "measure")
 
 
 def _flag(name: str) -> str:
@@ -147,7 +151,7 @@ class BuildConfig:
 
     def schedule_config(self) -> ScheduleConfig:
         kwargs: dict[str, Any] = {"kind": self.schedule}
-        for name in _SCHEDULE_FIELDS:
+        for name in SCHEDULE_FIELDS:
             if getattr(self, name) is not None:
                 kwargs[name] = getattr(self, name)
         return ScheduleConfig(**kwargs)

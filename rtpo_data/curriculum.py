@@ -51,7 +51,7 @@ class Curriculum(PromptTable):
         tables: dict[str, list[pa.Table]] = {}
         for name in TABLES:
             infos = self.manifest.shards.get(name, [])
-            tables[name] = [open_shard(self.path / info["name"], info["bytes"]) for info in infos]
+            tables[name] = [self._open_shard(info) for info in infos]
             for table, info in zip(tables[name], infos):
                 if table.num_rows != info["rows"]:
                     raise ArtifactError(
@@ -69,6 +69,16 @@ class Curriculum(PromptTable):
         prompt = self.manifest.prompt
         super().__init__(rows, cut_tokens, cut_chars, num_stages, prompt["placement"], prompt.get("hint_label") or "")
         self.kept_columns: list[str] = list(self.manifest.keep_columns)
+
+    def _open_shard(self, info: dict[str, Any]) -> pa.Table:
+        path = self.manifest.shard_path(self.path, info)
+        if info.get("path") and not path.is_file():
+            raise ArtifactError(
+                f"{self.path} reuses the row shards of {path.parent}, and {path.name} is no longer there (the "
+                "parent curriculum was moved or deleted). Restore it, or rebuild or reschedule into a folder on "
+                "the same filesystem as its parent (hard links survive the parent's deletion)."
+            )
+        return open_shard(path, info["bytes"])
 
     # -- construction & pickling ------------------------------------------------------------------
 

@@ -161,26 +161,97 @@ def batch_cuts(
     bound_offsets = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(all_rows, minlength=n_rows), out=bound_offsets[1:])
 
+    hint_tokens, hint_chars = cuts_from_boundaries(all_k, all_chars, bound_offsets, n_tokens, fractions, measure)
+    return BatchCuts(
+        boundaries=all_k.astype(np.int32),
+        boundary_chars=all_chars.astype(np.int32),
+        bound_offsets=bound_offsets,
+        hint_tokens=hint_tokens,
+        hint_chars=hint_chars,
+    )
+
+
+def cuts_from_boundaries(
+    boundaries: np.ndarray,
+    boundary_chars: np.ndarray,
+    bound_offsets: np.ndarray,
+    n_tokens: np.ndarray,
+    fractions: Sequence[float],
+    measure: str = "tokens",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cut ``(hint tokens, hint characters)`` of every (row, stage), as two (rows x stages) int32
+    arrays, from the rows' allowed boundaries (ragged, as in :class:`BatchCuts`).
+
+    The build computes the boundaries and calls this; ``reschedule`` reads them from the row shards
+    and calls this with the new fractions, so both give the same cuts by construction.
+    """
+    n_rows = len(bound_offsets) - 1
+    n_tokens = np.asarray(n_tokens, dtype=np.int64)
+    boundaries = np.asarray(boundaries, dtype=np.int64)
     fr = np.asarray(fractions, dtype=np.float64)
     if measure == "tokens":
         # floor(f * n), with a tiny tolerance so that f = 0.5 of 10 tokens is 5 and not 4.
         target = np.floor(fr[None, :] * n_tokens[:, None] + 1e-9).astype(np.int64)
-        target_key = np.arange(n_rows)[:, None] * (int(n_tokens.max(initial=0)) + 1) + target
-        pick = np.searchsorted(key, target_key, side="right") - 1
+        # The last boundary at or below the target, within the row: rows are searched as one sorted
+        # array of (row, k) keys.
+        width = int(n_tokens.max(initial=0)) + 1
+        key = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(bound_offsets)) * width + boundaries
+        pick = np.searchsorted(key, np.arange(n_rows)[:, None] * width + target, side="right") - 1
     elif measure == "units":
         n_units = np.diff(bound_offsets) - 1
         target = np.floor(fr[None, :] * n_units[:, None] + 1e-9).astype(np.int64)
         pick = bound_offsets[:-1, None] + target
     else:
         raise ConfigError(f"measure={measure!r}: use one of {', '.join(MEASURES)}")
+    return boundaries[pick].astype(np.int32), np.asarray(boundary_chars)[pick].astype(np.int32)
 
-    return BatchCuts(
-        boundaries=all_k.astype(np.int32),
-        boundary_chars=all_chars.astype(np.int32),
-        bound_offsets=bound_offsets,
-        hint_tokens=all_k[pick].astype(np.int32),
-        hint_chars=all_chars[pick].astype(np.int32),
-    )
+
+# Which units' boundaries are a subset of which (on the same clean token boundaries), so that a
+# curriculum cut on the first can be re-cut on the second from its stored boundaries alone: a line
+# start is a word boundary and a sentence boundary; a paragraph start is a line start; a sentence end
+# (before whitespace) ends a word. The token unit keeps every clean boundary, so any unit follows
+# from it; a regex unit follows only from the token unit.
+NARROWER = {
+    "token": ("token", "word", "line", "sentence", "paragraph", "regex"),
+    "word": ("word", "line", "sentence", "paragraph"),
+    "sentence": ("sentence", "line", "paragraph"),
+    "line": ("line", "paragraph"),
+    "paragraph": ("paragraph",),
+    "regex": (),
+}
+
+
+def narrows(source: CutUnit, target: CutUnit) -> bool:
+    """Whether ``target``'s boundaries can be computed exactly from ``source``'s stored ones."""
+    return source == target or target.kind in NARROWER[source.kind]
+
+
+def narrow_boundaries(
+    texts: Sequence[str],
+    boundaries: np.ndarray,
+    boundary_chars: np.ndarray,
+    bound_offsets: np.ndarray,
+    unit: CutUnit,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the boundaries ``unit`` accepts (see :func:`narrows`): ``(boundaries, chars, offsets)``.
+
+    The empty hint and the whole trace stay, as in the build; interior boundaries go through the
+    same unit test the build applies to every clean token boundary.
+    """
+    n_rows = len(texts)
+    counts = np.diff(bound_offsets)
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), counts)
+    position = np.arange(len(boundaries)) - bound_offsets[rows]
+    interior = (position > 0) & (position < counts[rows] - 1)
+    text_lens = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_rows)
+    char_base = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(text_lens, out=char_base[1:])
+    keep = ~interior
+    at = np.flatnonzero(interior)
+    keep[at] = _unit_mask(texts, unit, rows[at], np.asarray(boundary_chars, dtype=np.int64)[at], char_base)
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=n_rows), out=offsets[1:])
+    return np.asarray(boundaries)[keep], np.asarray(boundary_chars)[keep], offsets
 
 
 def _unit_mask(

@@ -122,7 +122,48 @@ def load_tokenizer(spec: str) -> Any:
     A Ctrl-C while it loads is raised once it has loaded (see :func:`ctrl_c_held`).
     """
     with ctrl_c_held():
-        return _load_tokenizer(spec)
+        tok = _load_tokenizer(spec)
+    _remember_backend(tok)
+    return tok
+
+
+# Loaded backends, kept by the sha256 of their serialization: a later step that needs only the Rust
+# tokenizer of a curriculum (reschedule's drift sample) reads it back in a fraction of a second
+# instead of importing transformers, and the hash in the manifest proves it is the same tokenizer.
+
+
+def _backend_cache(sha: str) -> Path:
+    return cache_dir() / "backends" / f"{sha}.json"
+
+
+def _remember_backend(tok: Any) -> None:
+    backend = getattr(_text_tokenizer(tok), "backend_tokenizer", None)
+    if backend is None:
+        return
+    raw = backend.to_str()
+    path = _backend_cache(hashlib.sha256(raw.encode()).hexdigest())
+    if path.is_file():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(raw, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full cache only costs the next reader a slower load
+        pass
+
+
+def remembered_backend(sha: str) -> Any:
+    """The Rust tokenizer whose serialization hashes to ``sha``, if this machine has loaded it
+    before; ``None`` otherwise."""
+    from tokenizers import Tokenizer
+
+    path = _backend_cache(sha)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return Tokenizer.from_str(raw) if hashlib.sha256(raw.encode()).hexdigest() == sha else None
 
 
 def _load_tokenizer(spec: str) -> Any:

@@ -101,9 +101,10 @@ def verify_checksums(path: Path, manifest: Manifest) -> Check:
     for table in TABLES:
         for info in manifest.shards.get(table, []):
             check.checked += 1
-            shard = path / info["name"]
+            shard = manifest.shard_path(path, info)
             if not shard.is_file():
-                check.fail(f"{info['name']}: missing. Rebuild the curriculum or restore the file.")
+                where = f" (in the parent curriculum {shard.parent}, moved or deleted)" if info.get("path") else ""
+                check.fail(f"{info['name']}: missing{where}. Rebuild the curriculum or restore the file.")
             elif shard.stat().st_size != info["bytes"]:
                 check.fail(f"{info['name']}: {shard.stat().st_size} bytes, the manifest says {info['bytes']} (truncated or replaced).")
             elif sha256_file(shard) != info["sha256"]:
