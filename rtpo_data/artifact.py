@@ -160,10 +160,9 @@ class ShardWriter:
             return
         if self._writer is None:
             self._open()
-        if len(self._pending) == 1:
-            combined = self._pending[0]
-        else:
-            combined = pa.Table.from_batches(self._pending, self.schema).combine_chunks().to_batches()[0]
+        # Written as one compact record batch: pyarrow writes a slice that starts at 0 with its
+        # whole values buffer, so the bytes would depend on how the rows were handed in.
+        combined = _concat_batches(self._pending, self.schema)
         self._writer.write_batch(combined)
         self._rows += self._pending_rows
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
@@ -203,6 +202,13 @@ class ShardWriter:
                 self._writer.close()
             finally:
                 self._file.close()
+
+
+def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+    concat = getattr(pa, "concat_batches", None)  # pyarrow >= 19
+    if concat is not None:
+        return concat(batches)
+    return pa.Table.from_batches(batches, schema).combine_chunks().to_batches()[0]
 
 
 def _fixed_row_bytes(schema: pa.Schema) -> int | None:
