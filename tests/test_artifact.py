@@ -48,7 +48,7 @@ def test_a_format_1_curriculum_reads_and_renders_as_a_build_today(today: Curricu
     for step in range(45):
         stage = old.stage_at(step)
         assert stage == today.stage_at(step)
-        assert old.prompts(rows, stage) == today.prompts(rows, stage)
+        assert old.render(rows, stage) == today.render(rows, stage)
         assert old.render(rows, stage, "ids") == today.render(rows, stage, "ids")
     assert verify(FIXTURE).ok
 

@@ -134,7 +134,7 @@ def test_chat_message_prompts_and_system_prompt(tmp_path) -> None:
     cur = Curriculum.open(out)
     assert cur.prompt(0, 0).startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nCompute 6*7.")
     assert cur.hint(0, 0) == "6*7 = 42." and cur.answer(0) == "42"
-    msgs = cur.messages(0, 0)
+    msgs = cur.render([0], 0, "messages")[0]
     assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "assistant", "content": "6*7 = 42."}
 
 
@@ -163,7 +163,7 @@ def test_view_is_lazy_and_matches_prompts(gsm8k_curriculum: Curriculum) -> None:
     assert stage == 2
     assert view.num_rows == len(cur)
     batch = view[10:14]
-    assert batch["prompt"] == cur.prompts(range(10, 14), stage)
+    assert batch["prompt"] == cur.render(range(10, 14), stage)
     assert set(batch) == {"row_id", "prompt", "answer", "gold"}
     assert cur.eval_view()[3]["prompt"] == cur.prompt(3, cur.num_stages - 1)
     ids = cur.view(step=0, output="ids")[0]["prompt"]

@@ -1,4 +1,4 @@
-"""Batch rendering (``prompts``, ``prompt_ids_batch``, ``messages_batch``, ``eval_prompts``, views)
+"""Batch rendering (``render`` in every output, views)
 against a reference computed row by row from the stored columns, over many shards and record
 batches, repeated indices, one stage per row, and non-ASCII traces (where the byte cut of the hint
 is not the character cut)."""
@@ -58,12 +58,12 @@ def test_batches_match_the_row_by_row_reference(curriculum: Curriculum) -> None:
     idx = rng.integers(0, len(cur), size=300)
     idx[:8] = idx[8:16]  # repeated rows, as a GRPO batch holds every prompt num_generations times
     stages = rng.integers(0, cur.num_stages, size=300)
-    texts, ids = cur.prompts(idx, stages), cur.prompt_ids_batch(idx, stages)
+    texts, ids = cur.render(idx, stages), cur.render(idx, stages, "arrays")
     for r, (i, s) in enumerate(zip(idx.tolist(), stages.tolist())):
         text, token_ids = _reference(cur, i, s)
         assert texts[r] == text, (i, s)
         assert ids[r].tolist() == token_ids, (i, s)
-    assert cur.eval_prompts(idx) == [cur.table().slice(i, 1).column("bare")[0].as_py() for i in idx.tolist()]
+    assert cur.render(idx, None) == [cur.table().slice(i, 1).column("bare")[0].as_py() for i in idx.tolist()]
     assert any(not cur.trace(i).isascii() for i in idx.tolist())  # the multi-byte path was exercised
 
 
@@ -71,19 +71,20 @@ def test_one_stage_for_all_and_every_stage(curriculum: Curriculum) -> None:
     cur = curriculum
     idx = list(range(len(cur)))
     for stage in range(cur.num_stages):
-        assert cur.prompts(idx, stage) == [_reference(cur, i, stage)[0] for i in idx]
+        assert cur.render(idx, stage) == [_reference(cur, i, stage)[0] for i in idx]
         assert [cur.hint(i, stage) for i in idx] == [cur.trace(i)[: cur.cut(i, stage)[1]] for i in idx]
 
 
 def test_per_row_methods_match_the_batch_methods(curriculum: Curriculum) -> None:
     cur = curriculum
+    batch = {stage: cur.render(range(len(cur)), stage, "messages") for stage in range(cur.num_stages)}
     for i in range(len(cur)):
         for stage in range(cur.num_stages):
             text, ids = _reference(cur, i, stage)
             assert cur.prompt(i, stage) == text, (i, stage)
             assert cur.prompt_ids(i, stage) == ids, (i, stage)
             assert cur.hint(i, stage) == cur.trace(i)[: cur.cut(i, stage)[1]]
-            assert cur.messages(i, stage) == cur.messages_batch([i], stage)[0], (i, stage)
+            assert cur.render([i], stage, "messages")[0] == batch[stage][i], (i, stage)
     def row_at(i: int) -> dict:
         return cur.table().slice(i, 1).to_pylist()[0]
 
@@ -105,7 +106,7 @@ def test_messages_carry_the_same_hint(curriculum: Curriculum) -> None:
     placement = cur.manifest["prompt"]["placement"]
     idx = np.arange(len(cur))
     for stage in (0, 2, cur.num_stages - 1):
-        for i, messages in zip(idx.tolist(), cur.messages_batch(idx, stage)):
+        for i, messages in zip(idx.tolist(), cur.render(idx, stage, "messages")):
             base = json.loads(cur.table().slice(i, 1).column("messages")[0].as_py())
             hint = cur.hint(i, stage)
             if not hint:
@@ -121,9 +122,9 @@ def test_views_render_lazily_in_every_output(curriculum: Curriculum) -> None:
     step = 23
     stage = cur.stage_at(step)
     rows = [3, 41, 96]
-    for output, expected in (("text", cur.prompts(rows, stage)),
-                             ("ids", [x.tolist() for x in cur.prompt_ids_batch(rows, stage)]),
-                             ("messages", cur.messages_batch(rows, stage))):
+    for output, expected in (("text", cur.render(rows, stage)),
+                             ("ids", [x.tolist() for x in cur.render(rows, stage, "arrays")]),
+                             ("messages", cur.render(rows, stage, "messages"))):
         assert cur.view(step, output=output)[rows]["prompt"] == expected
     assert cur.eval_view(output="ids")[rows]["prompt"] == [_reference(cur, i, cur.num_stages - 1)[1] for i in rows]
 
@@ -135,7 +136,7 @@ def test_lengths_and_longest_prompt_from_offsets(curriculum: Curriculum) -> None
     longest = [max(len(_reference(cur, i, s)[1]) for s in range(cur.num_stages)) for i in range(len(cur))]
     assert cur.longest_prompt_tokens().tolist() == longest
     assert cur.hint_tokens().shape == (len(cur), cur.num_stages)
-    assert cur.hint_tokens_at([5, 6], [0, 1]).tolist() == [cur.cut(5, 0)[0], cur.cut(6, 1)[0]]
+    assert cur.cuts([5, 6], [0, 1])[0].tolist() == [cur.cut(5, 0)[0], cur.cut(6, 1)[0]]
     assert [x.tolist() for x in cur.cuts([5, 6], [0, 1])] == [list(t) for t in zip(cur.cut(5, 0), cur.cut(6, 1))]
     with pytest.raises(RtpoDataError, match=r"lengths\('trace'\): use trace_ids"):
         cur.lengths("trace")
@@ -145,10 +146,10 @@ def test_render_without_hint_in_every_output(curriculum: Curriculum) -> None:
     cur = curriculum
     rows = [0, 50, 96]
     last = cur.num_stages - 1  # the schedule ends with no hint
-    assert cur.render(rows, None) == cur.eval_prompts(rows) == cur.prompts(rows, last)
-    assert cur.render(rows, None, "ids") == [x.tolist() for x in cur.prompt_ids_batch(rows, last)]
-    assert cur.render(rows, None, "messages") == cur.messages_batch(rows, last)
-    with pytest.raises(RtpoDataError, match="output='tokens': use one of text, messages, ids"):
+    assert cur.render(rows, None) == cur.render(rows, last)
+    assert cur.render(rows, None, "ids") == [x.tolist() for x in cur.render(rows, last, "arrays")]
+    assert cur.render(rows, None, "messages") == cur.render(rows, last, "messages")
+    with pytest.raises(RtpoDataError, match="output='tokens': use one of text, ids, arrays, messages"):
         cur.render(rows, None, "tokens")
 
 
@@ -161,7 +162,7 @@ def test_ids_do_not_alias_the_memory_map(curriculum: Curriculum, tmp_path: Path)
     rows = [i for i in range(len(cur)) if cur.cut(i, 0)[0] > 0][:3]
     assert rows and all(cur.cut(i, last)[0] == 0 for i in rows)  # both paths are taken
     want = {(i, s): list(_reference(cur, i, s)[1]) for i in rows for s in (0, last)}
-    got = cur.prompt_ids_batch(rows + rows, [0] * len(rows) + [last] * len(rows)) + cur.prompt_ids_batch(rows, None)
+    got = cur.render(rows + rows, [0] * len(rows) + [last] * len(rows), "arrays") + cur.render(rows, None, "arrays")
     views = [cur.view(0, total_steps=1, output="ids"), cur.eval_view(output="ids")]
     got += [np.asarray(row["prompt"]) for view in views for row in view.with_format("numpy").select(rows)]
     for ids in got:
@@ -178,7 +179,7 @@ def test_rows_are_gathered_into_large_record_batches(tmp_path: Path) -> None:
     # 14 tokenization batches, 3 shards: one record batch per shard and table
     assert [s["rows"] for s in cur.manifest["shards"]["rows"]] == [40, 40, 17]
     assert cur.table().column("trace").num_chunks == 3
-    assert cur.prompts([0, 45, 96], 0) == [_reference(cur, i, 0)[0] for i in (0, 45, 96)]
+    assert cur.render([0, 45, 96], 0) == [_reference(cur, i, 0)[0] for i in (0, 45, 96)]
 
 
 # -- the views are real datasets.Dataset objects -------------------------------------------------------
@@ -349,8 +350,13 @@ def test_views_render_only_what_is_read(curriculum: Curriculum, tmp_path: Path, 
 
     cur = curriculum
     calls: list[int] = []
-    real = view_module._Prompts.array
-    monkeypatch.setattr(view_module._Prompts, "array", lambda self, rows: (calls.append(len(rows)), real(self, rows))[1])
+    real = Curriculum.render  # the views render their prompt column through it
+
+    def counted(self, rows, stages, output="text"):
+        calls.append(len(rows))
+        return real(self, rows, stages, output)
+
+    monkeypatch.setattr(Curriculum, "render", counted)
     monkeypatch.setattr(view_module, "BATCH_ROWS", 16)
     monkeypatch.setattr(datasets.config, "DEFAULT_MAX_BATCH_SIZE", 16)  # save_to_disk's batches
     # A fresh directory for the written-out view (another test may have written this one already).
@@ -408,4 +414,4 @@ def test_view_errors_name_the_column(curriculum: Curriculum) -> None:
         cur.view(23, output="tokens")
     with pytest.raises(IndexError):
         view[len(cur)]
-    assert cur.stage_view(2)[4]["prompt"] == cur.prompt(4, 2)
+    assert cur.view(stage=2)[4]["prompt"] == cur.prompt(4, 2)
