@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import champ_rows, gsm8k_rows, machine_info, math_rows, write_jsonl  # noqa: E402
+from harness import champ_rows, gsm8k_rows, machine_info, math_rows, write_jsonl  # noqa: E402
 
 TOKENIZERS = ["offline:qwen3", "offline:deepseek-r1-distill-qwen-7b", "offline:deepseek-r1-distill-llama-8b",
               "offline:qwen-2.5"]

@@ -15,6 +15,10 @@ or vLLM (TRL 1.16), measured on real trainers (a tiny Qwen2 policy; nothing is g
   their stored ``prompt_ids``, the ``rtpo/*`` metrics), then the same list and ``deepcopy``, and its
   ``_tokenize_prompts``, which hands over the stored ids instead of tokenizing; with the ids as
   arrays (HF ``generate``, which makes a tensor of each) and as lists (vLLM, which needs lists).
+  ``_rtpo_render`` is the adapter's one private name read here: it is the step RTPOTrainer adds at
+  the top of TRL's ``_generate_and_score_completions``, and no public method prepares a round's
+  prompts without generating; timing the trainer's own step (not a copy of it built on
+  ``Curriculum.render``) is what this benchmark is for.
 - **text prompts, TRL tokenizes**: the stock ``_tokenize_prompts`` on the hinted texts, which is what
   handing TRL text costs (RTPOTrainer before it handed over ids).
 
@@ -23,7 +27,7 @@ about 0 (the schedule's last stage), 1k and 8k tokens (stage 0 of curricula whos
 are that long). A round holds 1,024 prompts: 128 problems x 8 generations, and 512 x 2 (the most
 distinct prompts GRPO allows). Timings are the best of ``--reps`` rounds in which the variants run
 one after the other; the tokenizer (Qwen3, ``offline:qwen3``) uses its default thread pool, as in a
-training run.
+training run. Goal: goals.TRL_PROMPTS (RTPOTrainer not slower than the stock trainer).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+import goals  # noqa: E402  (the project's goals, beside this file)
+
 TOKENIZER = "offline:qwen3"
 TOTAL_STEPS = 100
 ROUNDS = ((128, 8), (512, 2))  # (distinct prompts, generations each): 1,024 prompts a round
@@ -48,7 +55,7 @@ ROUNDS = ((128, 8), (512, 2))  # (distinct prompts, generations each): 1,024 pro
 
 def build_curricula(work: Path, rows: int) -> dict[int, Path]:
     """Curricula of ``rows`` R1-style problems with traces of about 1k and 8k tokens (built once)."""
-    from bench import synthetic_r1_rows, write_jsonl
+    from harness import synthetic_r1_rows, write_jsonl
 
     from rtpo_data import BuildConfig, build
 
@@ -105,18 +112,20 @@ def interleaved_best(reps: int, fns: dict[str, Any]) -> dict[str, tuple[float, A
 def measure(rtpo: Any, stock: Any, inputs: list[dict[str, Any]], step: int, reps: int) -> dict[str, Any]:
     from trl import GRPOTrainer
 
+    # TRL's own private hook, read on purpose: _tokenize_prompts is where TRL 1.16 tokenizes a round's
+    # prompts (GRPOTrainer._generate calls it), so calling it times the stock trainer's own code, and
+    # RTPOTrainer's override of it (which hands over the stored ids) times the adapter's.
     def stock_round(rows: list[dict[str, Any]]) -> Any:
         prompts = copy.deepcopy([x["prompt"] for x in rows])  # as GRPOTrainer._generate does
         return GRPOTrainer._tokenize_prompts(stock, prompts)[0]
 
     def rtpo_round(vllm: bool) -> Any:
         # The id form follows the generation path (lists for vLLM, arrays for HF generate); only that
-        # choice reads use_vllm, and nothing is generated here.
+        # choice reads use_vllm, and nothing is generated here. _rtpo_render: see the module docstring.
         rtpo.use_vllm = vllm
         rendered = rtpo._rtpo_render(inputs)
         prompts = copy.deepcopy([x["prompt"] for x in rendered])
         ids = rtpo._tokenize_prompts(prompts)[0]
-        rtpo._metrics["train"].clear()
         return rendered, ids
 
     rtpo.state.global_step = step
@@ -132,7 +141,7 @@ def measure(rtpo: Any, stock: Any, inputs: list[dict[str, Any]], step: int, reps
     same = all(list(a) == list(b) for a, b in zip(timed["hf"][1][1], rtpo_ids))
     cur = rtpo.curriculum
     index = [x["rtpo_index"] for x in inputs]
-    hint = cur.hint_tokens_at(index, cur.stage_at(step, TOTAL_STEPS))
+    hint = cur.cuts(index, cur.stage_at(step, TOTAL_STEPS))[0]
     t_stock = timed["stock"][0]
     return {
         "prompts": len(inputs),
@@ -146,6 +155,9 @@ def measure(rtpo: Any, stock: Any, inputs: list[dict[str, Any]], step: int, reps
         "text_ms": text[0] * 1e3,
         "rtpo_hf_over_stock": timed["hf"][0] / t_stock,
         "rtpo_vllm_over_stock": timed["vllm"][0] / t_stock,
+        "goal": goals.TRL_PROMPTS.label,
+        "rtpo_hf_verdict": goals.TRL_PROMPTS.verdict(timed["hf"][0] / t_stock),
+        "rtpo_vllm_verdict": goals.TRL_PROMPTS.verdict(timed["vllm"][0] / t_stock),
         "ids_differing_from_tokenized_text": drift,
         "hf_and_vllm_ids_equal": same,
     }
@@ -187,8 +199,9 @@ def main() -> None:
             results.append(result)
             print(f"hint ~{target:>5} tokens ({result['hint_tokens_mean']:6.0f} mean), {distinct:>3} x {generations}: "
                   f"stock {result['stock_ms']:6.1f} ms, RTPOTrainer HF {result['rtpo_hf_ms']:6.1f} ms "
-                  f"({result['rtpo_hf_over_stock']:.2f}x), vLLM {result['rtpo_vllm_ms']:6.1f} ms "
-                  f"({result['rtpo_vllm_over_stock']:.2f}x), text tokenized {result['text_ms']:8.1f} ms", flush=True)
+                  f"({result['rtpo_hf_over_stock']:.2f}x {result['rtpo_hf_verdict']}), vLLM "
+                  f"{result['rtpo_vllm_ms']:6.1f} ms ({result['rtpo_vllm_over_stock']:.2f}x "
+                  f"{result['rtpo_vllm_verdict']}), text tokenized {result['text_ms']:8.1f} ms", flush=True)
     print("\n| hint tokens (mean) | prompts a round | stock GRPOTrainer, no hint | RTPOTrainer, HF generate "
           "| RTPOTrainer, vLLM | hinted text tokenized by TRL |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -196,6 +209,9 @@ def main() -> None:
         print(f"| {r['hint_tokens_mean']:,.0f} | {r['distinct']} x {r['generations']} | {r['stock_ms']:.1f} ms | "
               f"{r['rtpo_hf_ms']:.1f} ms (**{r['rtpo_hf_over_stock']:.2f}x**) | "
               f"{r['rtpo_vllm_ms']:.1f} ms (**{r['rtpo_vllm_over_stock']:.2f}x**) | {r['text_ms']:,.0f} ms |")
+    verdicts = [r[f"rtpo_{path}_verdict"] for r in results for path in ("hf", "vllm")]
+    print(f"\ngoal: {goals.TRL_PROMPTS.describe()}\nmet in {verdicts.count('ok')} of {len(verdicts)} "
+          "(HF generate and vLLM, every hint length and round shape)")
     info = {"python": platform.python_version(), "trl": trl.__version__, "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "reps": reps, "rows": rows}
     print(f"\n{info}")

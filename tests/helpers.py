@@ -1,4 +1,5 @@
-"""Test helpers: tiny tokenizers made in-process, source files, the real GSM8K/MATH test sets."""
+"""Test helpers: tiny tokenizers made in-process, source files, the real GSM8K/MATH test sets, rows
+that exercise rendering, a row-by-row reference renderer, and rows that leak their answer."""
 
 from __future__ import annotations
 
@@ -94,3 +95,50 @@ def math_rows() -> list[dict[str, Any]]:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             rows.extend(json.loads(line)["doc"] for line in f)
     return rows
+
+
+# -- rows and a reference renderer shared by the render, view and artifact tests -----------------------
+
+MIXED_PIECES = ["Step 1: x = 3.", " ", "\n", "\n\n", "word", "≡", "🙂", "日本語", "42", "é", "$x^2$", "Therefore"]
+
+
+def mixed_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` rows (ids ``r<i>``) whose traces mix ASCII with multi-byte characters (where the byte cut
+    of a hint is not its character cut); a third of them are plain ASCII."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        words = rng.choice(MIXED_PIECES, size=int(rng.integers(5, 60)))
+        # a third of the traces are plain ASCII: the fast path; the rest mix in multi-byte characters
+        trace = " ".join(w for w in words if i % 3 or w.isascii())
+        rows.append({"id": f"r{i}", "question": f"Problem {i}: what is {i} + {i}? 🙂", "solution": f"{trace}\n#### {2 * i}"})
+    return rows
+
+
+def reference_prompt(cur: Any, i: int, stage: int) -> tuple[str, list[int]]:
+    """Row ``i``'s prompt text and ids at ``stage``, computed row by row from the stored columns."""
+    row = cur.table().slice(i, 1).to_pylist()[0]
+    k, c = cur.cut(i, stage)
+    if k == 0:
+        return row["bare"], row["bare_ids"]
+    return row["prefix"] + row["trace"][:c] + row["suffix"], row["prefix_ids"] + row["trace_ids"][:k] + row["suffix_ids"]
+
+
+def build_rows(tmp_path: Path, rows: list[dict[str, Any]], **kw: Any) -> Any:
+    """Build ``rows`` into ``tmp_path/"cur"`` (Qwen3 unless ``tokenizer=``); the build's result."""
+    from rtpo_data import BuildConfig, build
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    src = write_jsonl(tmp_path / "d.jsonl", rows)
+    return build(BuildConfig(source=str(src), out=str(tmp_path / "cur"), tokenizer=kw.pop("tokenizer", "offline:qwen3"), **kw))
+
+
+# Traces that state their gold answer before their end (the leak check and --on-leak).
+LEAKY = [
+    {"id": "mid", "question": "What is 2 + 3?", "solution": "We add 2 and 3.\nSo the answer is 5. Check: 2 + 3 = 5.\nYes.\n#### 5"},
+    {"id": "only", "question": "What is 3 + 4?", "solution": "The answer is 7.\n#### 7"},
+    {"id": "clean", "question": "What is 2 + 2?", "solution": "First 1 + 1 = 2.\nThen 2 + 2 = 4.\n#### 4"},
+    {"id": "sentence", "question": "What is 6 * 7?", "solution": "We compute 6 * 7. The product is 42, so the answer is 42. Done.\n#### 42"},
+]

@@ -1,6 +1,7 @@
-"""The curriculum directory's manifest: format 2 stores each fact once, and a format-1 curriculum
-(tests/fixtures/curriculum-v1, written by rtpo-data 0.1.0 before format 2) still opens, verifies
-and renders exactly what a build makes today."""
+"""The curriculum directory (rtpo_data/artifact.py): the manifest, where format 2 stores each fact
+once and a format-1 curriculum (tests/fixtures/curriculum-v1, written by rtpo-data 0.1.0 before
+format 2) still opens, verifies and renders exactly what a build makes today; shards gathered into
+large record batches and readable by datasets; damaged files named on open and by --verify."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from rtpo_data import ArtifactError, BuildConfig, Curriculum, build
 from rtpo_data.verify import verify
+
+from helpers import gsm8k_rows, mixed_rows, reference_prompt, write_jsonl
 
 FIXTURE = Path(__file__).parent / "fixtures" / "curriculum-v1"
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
@@ -48,7 +51,7 @@ def test_a_format_1_curriculum_reads_and_renders_as_a_build_today(today: Curricu
     for step in range(45):
         stage = old.stage_at(step)
         assert stage == today.stage_at(step)
-        assert old.prompts(rows, stage) == today.prompts(rows, stage)
+        assert old.render(rows, stage) == today.render(rows, stage)
         assert old.render(rows, stage, "ids") == today.render(rows, stage, "ids")
     assert verify(FIXTURE).ok
 
@@ -71,3 +74,75 @@ def test_a_manifest_without_a_section_names_it(tmp_path: Path, today: Curriculum
     (cur / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="is damaged: 'tokenizer' missing"):
         Curriculum.open(cur)
+
+
+def test_rows_are_gathered_into_large_record_batches(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "rows.jsonl", mixed_rows(97))
+    build(BuildConfig(source=str(src), out=str(tmp_path / "cur"), tokenizer="offline:qwen3", batch_size=7, shard_rows=40),
+          progress=False)
+    cur = Curriculum.open(tmp_path / "cur")
+    # 14 tokenization batches, 3 shards: one record batch per shard and table
+    assert [s["rows"] for s in cur.manifest["shards"]["rows"]] == [40, 40, 17]
+    assert cur.table().column("trace").num_chunks == 3
+    assert cur.render([0, 45, 96], 0) == [reference_prompt(cur, i, 0)[0] for i in (0, 45, 96)]
+
+
+def test_shards_open_with_datasets(gsm8k_curriculum: Curriculum) -> None:
+    import datasets
+
+    name = gsm8k_curriculum.manifest["shards"]["rows"][0]["name"]
+    ds = datasets.Dataset.from_file(str(gsm8k_curriculum.path / name))
+    assert ds.num_rows == 500 and "trace_ids" in ds.column_names
+
+
+@pytest.fixture(scope="module")
+def small_curriculum(tmp_path_factory) -> Path:
+    src = write_jsonl(tmp_path_factory.mktemp("s") / "s.jsonl",
+                      [{"question": r["question"], "solution": r["answer"]} for r in gsm8k_rows()[:60]])
+    out = tmp_path_factory.mktemp("c") / "cur"
+    build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", shard_rows=25))
+    return out
+
+
+def _damaged(src: Path, tmp_path: Path, how: str) -> tuple[Path, str]:
+    cur = tmp_path / how
+    shutil.copytree(src, cur)
+    shard = cur / "rows-00001-of-00003.arrow"
+    if how == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-100])
+    elif how == "flipped":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 3] ^= 0x01
+        shard.write_bytes(bytes(data))
+    elif how == "missing":
+        shard.unlink()
+    elif how == "newer":
+        m = json.loads((cur / "manifest.json").read_text())
+        m["format_version"] = 3
+        (cur / "manifest.json").write_text(json.dumps(m))
+    elif how == "badjson":
+        (cur / "manifest.json").write_text('{"format_version": 1, "shards": ')
+    return cur, shard.name
+
+
+@pytest.mark.parametrize("how, on_open", [
+    ("truncated", "rows-00001-of-00003.arrow in .* is damaged"),
+    ("missing", "Shard rows-00001-of-00003.arrow is missing"),
+    ("newer", "Unsupported curriculum format version 3 .* reads 1, 2. Upgrade rtpo-data"),
+    ("badjson", "manifest.json is damaged \\(not valid JSON"),
+    ("flipped", None),  # same size: only the checksum can tell, which --verify computes
+])
+def test_damage_is_named(small_curriculum: Path, tmp_path: Path, how: str, on_open: str | None) -> None:
+    from typer.testing import CliRunner
+
+    from rtpo_data.cli.main import app
+
+    cur, shard = _damaged(small_curriculum, tmp_path, how)
+    if on_open:
+        with pytest.raises(ArtifactError, match=on_open):
+            Curriculum.open(cur)
+    else:
+        Curriculum.open(cur)  # opening stays cheap: no hashing
+    result = CliRunner().invoke(app, ["inspect", str(cur), "--verify"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (shard if how in ("truncated", "missing", "flipped") else "manifest.json") in result.output

@@ -1,4 +1,6 @@
-"""End-to-end builds with the real Qwen3 tokenizer and the real GSM8K test set."""
+"""End-to-end builds (rtpo_data/build.py) with the real Qwen3 tokenizer and the real GSM8K test set:
+manifest, token-exact prompts, the sampled drift check, --on-leak, every bad row counted, and
+fuzzed sources that either build exact curricula or fail with a clear error."""
 
 from __future__ import annotations
 
@@ -7,29 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from rtpo_data import BuildConfig, Curriculum, build
+from rtpo_data import BuildConfig, Curriculum, RtpoDataError, build
 from rtpo_data.artifact import sha256_file
 from rtpo_data.verify import verify
 
-from helpers import BOS_TEMPLATE, gsm8k_rows, make_tokenizer, write_jsonl
+from helpers import BOS_TEMPLATE, build_rows, gsm8k_rows, make_tokenizer, write_jsonl
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
-
-
-@pytest.fixture(scope="module")
-def gsm8k_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("gsm8k") / "gsm8k_test.jsonl"
-    rows = [{"id": r["id"], "question": r["question"], "solution": r["answer"], "gold": r["short_answer"]} for r in gsm8k_rows()]
-    return write_jsonl(path, rows)
-
-
-@pytest.fixture(scope="module")
-def gsm8k_curriculum(gsm8k_file, tmp_path_factory) -> Curriculum:
-    out = tmp_path_factory.mktemp("cur") / "gsm8k"
-    build(BuildConfig(source=str(gsm8k_file), out=str(out), tokenizer="offline:qwen3", keep_columns=("gold",),
-                      total_steps=100, shard_rows=500))
-    return Curriculum.open(out)
 
 
 def test_gsm8k_manifest_and_shards(gsm8k_curriculum: Curriculum) -> None:
@@ -77,37 +66,6 @@ def test_prompts_are_token_exact(gsm8k_curriculum: Curriculum, qwen3) -> None:
             [{"role": "user", "content": gsm8k_rows()[i]["question"]}], tokenize=False, add_generation_prompt=True)
 
 
-@pytest.mark.parametrize("unit", ["word", "line"])
-def test_verify_gsm8k_has_zero_drift(gsm8k_file, tmp_path, unit) -> None:
-    out = tmp_path / unit
-    build(BuildConfig(source=str(gsm8k_file), out=str(out), tokenizer="offline:qwen3", unit=unit, stages=5))
-    report = verify(out)
-    assert report.ok, report.to_dict()
-    by = {c.name: c for c in report.checks}
-    assert by["drift"].checked > 1319 and by["drift"].failed == 0
-    assert by["token_exact"].failed == 0 and by["leaks"].failed == 0
-
-
-def test_placements_golden(tmp_path) -> None:
-    src = write_jsonl(tmp_path / "one.jsonl", [{"question": "What is 2+3?", "solution": "Add them.\n2 + 3 = 5.\n#### 5"}])
-    expected = {
-        "assistant": "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n<think>\nAdd them.\n2 + 3 = 5.",
-        "user": "<|im_start|>user\nWhat is 2+3?\n\nPartial solution:\nAdd them.\n2 + 3 = 5.<|im_end|>\n<|im_start|>assistant\n",
-        "none": "What is 2+3?\nAdd them.\n2 + 3 = 5.",
-    }
-    bare = {"assistant": "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n",
-            "none": "What is 2+3?"}
-    bare["user"] = bare["assistant"]
-    for placement, text in expected.items():
-        out = tmp_path / placement
-        build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", placement=placement, stages=3, unit="line"))
-        cur = Curriculum.open(out)
-        assert cur.prompt(0, 0) == text
-        assert cur.prompt(0, 1) == text.replace("\n2 + 3 = 5.", "\n")  # line unit: the first line only
-        assert cur.prompt(0, 2) == bare[placement]
-        assert cur.answer(0) == "5"
-
-
 def test_bos_is_never_doubled(tmp_path) -> None:
     tok_dir = make_tokenizer(tmp_path / "tok", bos=True, template=BOS_TEMPLATE)
     src = write_jsonl(tmp_path / "d.jsonl", [{"question": "What is the sum?", "solution": "First, compute the total. The answer is 42."}])
@@ -124,18 +82,6 @@ def test_bos_is_never_doubled(tmp_path) -> None:
         assert not cur.prompt(0, stage).startswith("<s>")
         assert tok(cur.prompt(0, stage))["input_ids"] == ids  # what TRL does: add_special_tokens=True
     assert verify(out, tokenizer=tok).ok
-
-
-def test_chat_message_prompts_and_system_prompt(tmp_path) -> None:
-    rows = [{"prompt": [{"role": "user", "content": "Compute 6*7."}], "solution": "6*7 = 42.\nSo the answer is \\boxed{42}."}]
-    src = write_jsonl(tmp_path / "chat.jsonl", rows)
-    out = tmp_path / "cur"
-    build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", system_prompt="Be brief.", stages=2))
-    cur = Curriculum.open(out)
-    assert cur.prompt(0, 0).startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nCompute 6*7.")
-    assert cur.hint(0, 0) == "6*7 = 42." and cur.answer(0) == "42"
-    msgs = cur.messages(0, 0)
-    assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "assistant", "content": "6*7 = 42."}
 
 
 def test_invalid_rows_skipped_and_counted(tmp_path) -> None:
@@ -156,30 +102,6 @@ def test_invalid_rows_skipped_and_counted(tmp_path) -> None:
     }
 
 
-def test_view_is_lazy_and_matches_prompts(gsm8k_curriculum: Curriculum) -> None:
-    cur = gsm8k_curriculum
-    view = cur.view(step=30)
-    stage = cur.stage_at(30)
-    assert stage == 2
-    assert view.num_rows == len(cur)
-    batch = view[10:14]
-    assert batch["prompt"] == cur.prompts(range(10, 14), stage)
-    assert set(batch) == {"row_id", "prompt", "answer", "gold"}
-    assert cur.eval_view()[3]["prompt"] == cur.prompt(3, cur.num_stages - 1)
-    ids = cur.view(step=0, output="ids")[0]["prompt"]
-    assert ids == cur.prompt_ids(0, 0)
-    assert cur.view(step=99, output="messages")[0]["prompt"][-1]["role"] == "user"  # last stage: no hint
-
-
-def test_curriculum_pickles(gsm8k_curriculum: Curriculum) -> None:
-    import pickle
-
-    clone = pickle.loads(pickle.dumps(gsm8k_curriculum))
-    assert len(clone) == len(gsm8k_curriculum) and clone.prompt(3, 2) == gsm8k_curriculum.prompt(3, 2)
-    view = pickle.loads(pickle.dumps(gsm8k_curriculum.view(step=10)))
-    assert view[0]["prompt"] == gsm8k_curriculum.prompt(0, gsm8k_curriculum.stage_at(10))
-
-
 def test_num_proc_gives_identical_shards(gsm8k_file, tmp_path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     common = dict(source=str(gsm8k_file), tokenizer="offline:qwen3", limit=300, batch_size=64)
@@ -188,14 +110,6 @@ def test_num_proc_gives_identical_shards(gsm8k_file, tmp_path) -> None:
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
     assert [s["sha256"] for s in ma["shards"]["rows"]] == [s["sha256"] for s in mb["shards"]["rows"]]
     assert ma["stats"] == mb["stats"] and ma["checks"] == mb["checks"]
-
-
-def test_shards_open_with_datasets(gsm8k_curriculum: Curriculum) -> None:
-    import datasets
-
-    name = gsm8k_curriculum.manifest["shards"]["rows"][0]["name"]
-    ds = datasets.Dataset.from_file(str(gsm8k_curriculum.path / name))
-    assert ds.num_rows == 500 and "trace_ids" in ds.column_names
 
 
 def test_build_sample_checks_drift_on_each_rows_shortest_hint(tmp_path, qwen3) -> None:
@@ -224,3 +138,99 @@ def test_build_sample_checks_drift_on_each_rows_shortest_hint(tmp_path, qwen3) -
         assert checks["sample_rows"] == 6 and checks["sample_prompts"] == 6
         assert checks["drift_per_stage"] == expected.tolist() and expected.sum() == drifts
         assert checks["drift_rate"] == round(drifts / 6, 6)
+
+
+def test_on_leak_trim_and_drop(leaky_builds: dict) -> None:
+    from rtpo_data import Curriculum
+    from rtpo_data.verify import verify
+
+    traces = {}
+    for mode, result in leaky_builds.items():
+        cur = Curriculum.open(result.path)
+        traces[mode] = {cur.row_id(i): cur.trace(i) for i in range(len(cur))}
+        assert result.manifest["config"]["on_leak"] == mode
+    assert traces["keep"]["mid"] == "We add 2 and 3.\nSo the answer is 5. Check: 2 + 3 = 5.\nYes."
+    assert traces["trim"] == {"mid": "We add 2 and 3.", "clean": traces["keep"]["clean"], "sentence": "We compute 6 * 7."}
+    assert traces["drop"] == {"clean": traces["keep"]["clean"]}
+    stats = {mode: r.manifest["stats"] for mode, r in leaky_builds.items()}
+    assert stats["keep"]["leaks"] == {"on_leak": "keep", "rows_trimmed": 0, "rows_dropped": 0}
+    assert stats["trim"]["leaks"] == {"on_leak": "trim", "rows_trimmed": 2, "rows_dropped": 1}
+    assert stats["trim"]["rows_dropped"] == {"answer_leak_no_trace": 1}
+    assert stats["drop"]["leaks"] == {"on_leak": "drop", "rows_trimmed": 0, "rows_dropped": 3}
+    assert stats["drop"]["rows_dropped"] == {"answer_leak": 3}
+    leaks = {mode: {c.name: c for c in verify(r.path).checks}["leaks"] for mode, r in leaky_builds.items()}
+    assert leaks["keep"].failed > 0 and leaks["trim"].failed == 0 and leaks["drop"].failed == 0
+
+
+def test_wrong_types_nulls_and_empty_strings_are_counted(tmp_path: Path) -> None:
+    rows = [{"question": "ok?", "solution": "Fine. #### 2"}, {"question": "q", "solution": 42}, {"question": {"a": 1}, "solution": "x"},
+            {"question": None, "solution": "x"}, {"question": "q", "solution": None}, {"question": "   ", "solution": "x"}]
+    stats = build_rows(tmp_path, rows).stats
+    assert stats["rows_kept"] == 1
+    assert stats["rows_dropped"] == {"non_text_trace": 1, "non_text_prompt": 1, "null_prompt": 1, "null_trace": 1, "empty_prompt": 1}
+
+
+def test_crlf_traces_and_mixed_chat_and_plain_prompts(tmp_path: Path) -> None:
+    rows = [{"question": "Plain?", "solution": "Line one.\r\nLine two.\r\n#### 5"},
+            {"question": [{"role": "user", "content": "Chat?"}], "solution": "Step.\r\nMore.\r\n#### 6"}]
+    res = build_rows(tmp_path, rows, unit="line", stages=3)
+    cur = Curriculum.open(res.path)
+    assert cur.trace(0) == "Line one.\r\nLine two." and cur.hint(0, 1) == "Line one.\r\n"
+    assert "Chat?" in cur.prompt(1, 0) and verify(res.path).ok
+
+
+def test_messages_missing_role_and_duplicate_ids(tmp_path: Path) -> None:
+    rows = [{"id": 7, "question": [{"content": "no role"}], "solution": "x"}, {"id": 8, "question": "a?", "solution": "A. #### 1"},
+            {"id": 8, "question": "b?", "solution": "B. #### 2"}]
+    stats = build_rows(tmp_path, rows).stats
+    assert stats["rows_dropped"] == {"bad_messages": 1, "duplicate_id": 1} and stats["rows_kept"] == 1
+    with pytest.raises(RtpoDataError, match="row 1: id column 'id' repeats"):
+        build_rows(tmp_path / "e", rows[1:], on_invalid="error")
+
+
+def test_traces_without_answer_marker_are_kept_whole(tmp_path: Path) -> None:
+    res = build_rows(tmp_path, [{"question": "q?", "solution": "Just reasoning, no final line."}])
+    assert res.stats["answer_split"] == {"none": 1} and res.stats["answers_derived"] == 0
+    assert Curriculum.open(res.path).answer(0) is None
+
+
+def test_enormous_row(tmp_path: Path) -> None:
+    trace = "\n".join(f"Step {i}: we add {i} and {i + 1} to get {2 * i + 1}." for i in range(12_000))  # ~200k tokens
+    res = build_rows(tmp_path, [{"question": "Sum?", "solution": trace + "\n#### 7"}], unit="line")
+    assert res.stats["trace_tokens"]["max"] > 150_000
+    cur = Curriculum.open(res.path)
+    assert cur.trace(0).startswith(cur.hint(0, 3)) and cur.hint(0, 3).endswith("\n")
+
+
+PIECES = ["Step 1: ", "x = 3.", " ", "\n", "\r\n", "\n\n", "word", "≡", "🙂", "日本", "42", "\\boxed{7}", "#### 9",
+          "<think>", "</think>", "$x$", "\t", "é"]
+
+
+text = st.lists(st.sampled_from(PIECES), max_size=25).map("".join)
+
+
+prompt = st.one_of(text, st.none(), st.integers(), st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": text}), max_size=2))
+
+
+row = st.fixed_dictionaries({"question": prompt, "solution": st.one_of(text, st.none())})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=st.lists(row, min_size=1, max_size=6), unit=st.sampled_from(["token", "word", "line", "sentence", "paragraph"]),
+       placement=st.sampled_from(["assistant", "user", "none"]), stages=st.integers(2, 6))
+def test_fuzz_build_and_view(tmp_path_factory, qwen3, rows, unit, placement, stages) -> None:
+    tmp = tmp_path_factory.mktemp("fz")
+    src = write_jsonl(tmp / "f.jsonl", rows)
+    try:
+        build(BuildConfig(source=str(src), out=str(tmp / "cur"), tokenizer="offline:qwen3", unit=unit,
+                          placement=placement, stages=stages, check_sample=0), progress=False)
+    except RtpoDataError as exc:
+        assert str(exc) and "Traceback" not in str(exc)
+        return
+    report = verify(tmp / "cur", tokenizer=qwen3)
+    by = {c.name: c for c in report.checks}
+    assert by["invariants"].ok and by["token_exact"].ok and by["checksums"].ok, report.to_dict()
+    cur = Curriculum.open(tmp / "cur")
+    for i in range(len(cur)):
+        for s in range(stages):
+            assert cur.trace(i).startswith(cur.hint(i, s))

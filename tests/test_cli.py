@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rtpo_data.cli.main import app, stage_table
 
-from helpers import make_tokenizer, write_jsonl
+from helpers import LEAKY, make_tokenizer, write_jsonl
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "rtpo_data" / "examples" / "mixed_math.jsonl"
@@ -157,15 +157,6 @@ def test_verify_names_a_damaged_shard(built: Path, tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_recipe_with_flag_override(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(EXAMPLE.parent)
-    out = tmp_path / "from-recipe"
-    result = run("build", "--config", RECIPE, "--out", out, "--stages", "4")
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["schedule"]["stage_fractions"]) == 4 and manifest["schedule"]["kind"] == "cosine"
-
-
 def test_every_build_option_is_a_flag_with_the_configs_help() -> None:
     """The command line's build options are BuildConfig's fields: one flag each, with its help."""
     import dataclasses
@@ -176,16 +167,6 @@ def test_every_build_option_is_a_flag_with_the_configs_help() -> None:
     for f in dataclasses.fields(BuildConfig):
         flag = "SOURCE" if f.name == "source" else (f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",))[0]
         assert (flag == "SOURCE" or f" {flag} " in text) and " ".join(f.metadata["help"].split()) in text, f.name
-
-
-def test_build_reports_every_problem_of_flags_and_recipe_at_once(tmp_path: Path) -> None:
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("source: rows.jsonl\nunit: paragraphs\non-leak: shout\n")
-    result = run("build", "--config", recipe, "--fractions", "1,half,0", "--schedule", "staged", "--num-proc", "0")
-    assert result.exit_code == 1
-    for problem in ("out is required: give --out", "tokenizer is required: give --tokenizer", "fractions='1,half,0'",
-                    "on_leak='shout'", "paragraphs", "num_proc=0"):
-        assert problem in result.output, (problem, result.output)
 
 
 def test_python_api_mirrors_cli(tmp_path: Path) -> None:
@@ -254,16 +235,6 @@ def test_bad_inputs_one_clear_line(tmp_path: Path, case: str, args: list[str], m
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.incomplete").exists()
 
 
-def test_invalid_schedule_reports_every_problem(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "ok.jsonl", [{"question": "q?", "solution": "Because. #### 1"}])
-    result = run("build", src, "--out", tmp_path / "o", "--tokenizer", "offline:qwen3", "--schedule", "staged",
-                 "--fractions", "0.5,1.5,0.9", "--unit", "sentences", "--placement", "side")
-    assert result.exit_code == 1
-    for needle in ("fractions", "unit='sentences'", "placement='side'"):
-        assert needle in result.output, result.output
-    assert "problems" in result.output
-
-
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "ok.jsonl", [{"question": "q?", "solution": "Because. #### 1"}])
     out = tmp_path / "o"
@@ -300,3 +271,32 @@ def test_train_openrlhf_without_openrlhf_says_how_to_install(built: Path) -> Non
     result = run("train", "openrlhf", "--curriculum", built, "--", "--rollout.batch_size", "2")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "pip install 'rtpo-data[openrlhf]'" in result.output
+
+
+def test_cli_reports_leaks_and_their_limit(leaky_builds: dict, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from rtpo_data.cli.main import app
+
+    from helpers import write_jsonl
+
+    runner = CliRunner()
+    path = str(leaky_builds["keep"].path)
+    failed = runner.invoke(app, ["inspect", path, "--verify"])
+    assert failed.exit_code == 1 and "2 rows flagged: only, sentence" in failed.output, failed.output
+    passed = runner.invoke(app, ["inspect", path, "--verify", "--max-leak-rate", "0.9"])
+    assert passed.exit_code == 0 and "All checks passed" in passed.output, passed.output
+    data = json.loads(runner.invoke(app, ["inspect", path, "--verify", "--format", "json"]).output)
+    assert not data["ok"] and [c["ok"] for c in data["checks"]] == [True, True, True, True, False]
+    src = write_jsonl(tmp_path / "leaky.jsonl", LEAKY)
+    built = runner.invoke(app, ["build", str(src), "--out", str(tmp_path / "t"), "--tokenizer", "offline:qwen3",
+                                "--on-leak", "trim"])
+    assert built.exit_code == 0 and "--on-leak trim: 2 rows trimmed before the statement of the answer, 1 dropped" in built.output
+    assert "answer_leak_no_trace 1" in built.output
+    shown = runner.invoke(app, ["inspect", str(tmp_path / "t")])
+    assert "--on-leak trim: 2 rows trimmed" in shown.output, shown.output
+    bad = runner.invoke(app, ["build", str(src), "--out", str(tmp_path / "u"), "--tokenizer", "offline:qwen3",
+                              "--on-leak", "fix"])
+    assert bad.exit_code == 1 and "on_leak='fix': use one of keep, trim, drop" in bad.output

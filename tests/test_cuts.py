@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rtpo_data import Curriculum
 from rtpo_data.cuts import CutUnit, batch_cuts, cut_at_fraction, row_slice
 from rtpo_data.errors import ConfigError
+from rtpo_data.verify import verify
+
+from helpers import build_rows
 
 PIECES = ["Step 1: ", "Step 12: ", "x = 3.", " ", "  ", "\n", "\r\n", "\n\n", "\n \n", "word", "résumé", "≡", "÷",
           "🙂", "日本語", "42", "3.14", ". ", "! ", "? ", "$\\frac{1}{2}$", "e.g. ", "\t", "ﬁ", "é"]
@@ -103,3 +108,11 @@ def test_unit_parse_errors():
     with pytest.raises(ConfigError, match="empty"):
         CutUnit.parse("regex:")
     assert str(CutUnit.parse(r"regex:Step \d+:")) == r"regex:Step \d+:"
+
+
+def test_more_stages_than_tokens(tmp_path: Path) -> None:
+    res = build_rows(tmp_path, [{"question": "q?", "solution": "Two words. #### 1"}], stages=12, unit="token")
+    cur = Curriculum.open(res.path)
+    hints = [cur.cut(0, s)[0] for s in range(12)]
+    assert hints[0] == cur.trace_tokens([0])[0] < 12  # fewer tokens than stages: cuts repeat
+    assert hints == sorted(hints, reverse=True) and hints[-1] == 0 and verify(res.path).ok

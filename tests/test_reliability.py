@@ -1,13 +1,11 @@
-"""Reliability: no half-written curricula (SIGKILL and Ctrl-C at random moments), one winner when
-builds race, damaged files named on open and by --verify, every bad input answered clearly, and
-fuzzed sources that either build exact curricula or fail with a clear error."""
+"""Reliability of builds: no half-written curricula (SIGKILL and Ctrl-C at random moments, a crash
+at every write point), and one winner when builds race."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from rtpo_data import ArtifactError, BuildConfig, Curriculum, RtpoDataError, build
 from rtpo_data.verify import verify
@@ -272,169 +268,3 @@ def test_concurrent_builds_one_wins(big_source: Path, tmp_path: Path) -> None:
     loser = next(err for code, err in results if code == 1)
     assert "Another build is writing" in loser or "already exists" in loser
     assert _complete(out)
-
-
-@pytest.fixture(scope="module")
-def small_curriculum(tmp_path_factory) -> Path:
-    src = write_jsonl(tmp_path_factory.mktemp("s") / "s.jsonl",
-                      [{"question": r["question"], "solution": r["answer"]} for r in gsm8k_rows()[:60]])
-    out = tmp_path_factory.mktemp("c") / "cur"
-    build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", shard_rows=25))
-    return out
-
-
-def _damaged(src: Path, tmp_path: Path, how: str) -> tuple[Path, str]:
-    cur = tmp_path / how
-    shutil.copytree(src, cur)
-    shard = cur / "rows-00001-of-00003.arrow"
-    if how == "truncated":
-        shard.write_bytes(shard.read_bytes()[:-100])
-    elif how == "flipped":
-        data = bytearray(shard.read_bytes())
-        data[len(data) // 3] ^= 0x01
-        shard.write_bytes(bytes(data))
-    elif how == "missing":
-        shard.unlink()
-    elif how == "newer":
-        m = json.loads((cur / "manifest.json").read_text())
-        m["format_version"] = 3
-        (cur / "manifest.json").write_text(json.dumps(m))
-    elif how == "badjson":
-        (cur / "manifest.json").write_text('{"format_version": 1, "shards": ')
-    return cur, shard.name
-
-
-@pytest.mark.parametrize("how, on_open", [
-    ("truncated", "rows-00001-of-00003.arrow in .* is damaged"),
-    ("missing", "Shard rows-00001-of-00003.arrow is missing"),
-    ("newer", "Unsupported curriculum format version 3 .* reads 1, 2. Upgrade rtpo-data"),
-    ("badjson", "manifest.json is damaged \\(not valid JSON"),
-    ("flipped", None),  # same size: only the checksum can tell, which --verify computes
-])
-def test_damage_is_named(small_curriculum: Path, tmp_path: Path, how: str, on_open: str | None) -> None:
-    from typer.testing import CliRunner
-
-    from rtpo_data.cli.main import app
-
-    cur, shard = _damaged(small_curriculum, tmp_path, how)
-    if on_open:
-        with pytest.raises(ArtifactError, match=on_open):
-            Curriculum.open(cur)
-    else:
-        Curriculum.open(cur)  # opening stays cheap: no hashing
-    result = CliRunner().invoke(app, ["inspect", str(cur), "--verify"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert (shard if how in ("truncated", "missing", "flipped") else "manifest.json") in result.output
-
-
-# ---------------------------------------------------------------------------------------------
-# The catalogue of bad inputs (docs/bad-inputs.md lists each with its message)
-# ---------------------------------------------------------------------------------------------
-
-
-def _one(tmp_path: Path, rows: list[dict], **kw):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    src = write_jsonl(tmp_path / "d.jsonl", rows)
-    return build(BuildConfig(source=str(src), out=str(tmp_path / "cur"), tokenizer=kw.pop("tokenizer", "offline:qwen3"), **kw))
-
-
-def test_wrong_types_nulls_and_empty_strings_are_counted(tmp_path: Path) -> None:
-    rows = [{"question": "ok?", "solution": "Fine. #### 2"}, {"question": "q", "solution": 42}, {"question": {"a": 1}, "solution": "x"},
-            {"question": None, "solution": "x"}, {"question": "q", "solution": None}, {"question": "   ", "solution": "x"}]
-    stats = _one(tmp_path, rows).stats
-    assert stats["rows_kept"] == 1
-    assert stats["rows_dropped"] == {"non_text_trace": 1, "non_text_prompt": 1, "null_prompt": 1, "null_trace": 1, "empty_prompt": 1}
-
-
-def test_crlf_traces_and_mixed_chat_and_plain_prompts(tmp_path: Path) -> None:
-    rows = [{"question": "Plain?", "solution": "Line one.\r\nLine two.\r\n#### 5"},
-            {"question": [{"role": "user", "content": "Chat?"}], "solution": "Step.\r\nMore.\r\n#### 6"}]
-    res = _one(tmp_path, rows, unit="line", stages=3)
-    cur = Curriculum.open(res.path)
-    assert cur.trace(0) == "Line one.\r\nLine two." and cur.hint(0, 1) == "Line one.\r\n"
-    assert "Chat?" in cur.prompt(1, 0) and verify(res.path).ok
-
-
-def test_messages_missing_role_and_duplicate_ids(tmp_path: Path) -> None:
-    rows = [{"id": 7, "question": [{"content": "no role"}], "solution": "x"}, {"id": 8, "question": "a?", "solution": "A. #### 1"},
-            {"id": 8, "question": "b?", "solution": "B. #### 2"}]
-    stats = _one(tmp_path, rows).stats
-    assert stats["rows_dropped"] == {"bad_messages": 1, "duplicate_id": 1} and stats["rows_kept"] == 1
-    with pytest.raises(RtpoDataError, match="row 1: id column 'id' repeats"):
-        _one(tmp_path / "e", rows[1:], on_invalid="error")
-
-
-def test_traces_without_answer_marker_are_kept_whole(tmp_path: Path) -> None:
-    res = _one(tmp_path, [{"question": "q?", "solution": "Just reasoning, no final line."}])
-    assert res.stats["answer_split"] == {"none": 1} and res.stats["answers_derived"] == 0
-    assert Curriculum.open(res.path).answer(0) is None
-
-
-def test_template_that_raises(tmp_path: Path) -> None:
-    template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}{{ messages[0]['content'] }}"
-    tok = make_tokenizer(tmp_path / "tok", template=template)
-    with pytest.raises(RtpoDataError, match="chat template .* failed on row 0: .*no system role"):
-        _one(tmp_path, [{"question": "q?", "solution": "x. #### 1"}], tokenizer=tok, system_prompt="Be brief.")
-
-
-def test_schedule_that_never_empties_is_warned(tmp_path: Path) -> None:
-    res = _one(tmp_path, [{"question": "q?", "solution": "A b c d. #### 1"}], schedule="constant", value=0.5)
-    assert res.manifest["schedule"]["warnings"] and "ends at 0.5" in " ".join(res.manifest["schedule"]["warnings"])
-
-
-def test_more_stages_than_tokens(tmp_path: Path) -> None:
-    res = _one(tmp_path, [{"question": "q?", "solution": "Two words. #### 1"}], stages=12, unit="token")
-    cur = Curriculum.open(res.path)
-    hints = [cur.cut(0, s)[0] for s in range(12)]
-    assert hints[0] == cur.trace_tokens([0])[0] < 12  # fewer tokens than stages: cuts repeat
-    assert hints == sorted(hints, reverse=True) and hints[-1] == 0 and verify(res.path).ok
-
-
-def test_enormous_row(tmp_path: Path) -> None:
-    trace = "\n".join(f"Step {i}: we add {i} and {i + 1} to get {2 * i + 1}." for i in range(12_000))  # ~200k tokens
-    res = _one(tmp_path, [{"question": "Sum?", "solution": trace + "\n#### 7"}], unit="line")
-    assert res.stats["trace_tokens"]["max"] > 150_000
-    cur = Curriculum.open(res.path)
-    assert cur.trace(0).startswith(cur.hint(0, 3)) and cur.hint(0, 3).endswith("\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Fuzzing: build + view over random rows either works exactly or fails clearly
-# ---------------------------------------------------------------------------------------------
-
-PIECES = ["Step 1: ", "x = 3.", " ", "\n", "\r\n", "\n\n", "word", "≡", "🙂", "日本", "42", "\\boxed{7}", "#### 9",
-          "<think>", "</think>", "$x$", "\t", "é"]
-text = st.lists(st.sampled_from(PIECES), max_size=25).map("".join)
-prompt = st.one_of(text, st.none(), st.integers(), st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": text}), max_size=2))
-row = st.fixed_dictionaries({"question": prompt, "solution": st.one_of(text, st.none())})
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(rows=st.lists(row, min_size=1, max_size=6), unit=st.sampled_from(["token", "word", "line", "sentence", "paragraph"]),
-       placement=st.sampled_from(["assistant", "user", "none"]), stages=st.integers(2, 6))
-def test_fuzz_build_and_view(tmp_path_factory, qwen3, rows, unit, placement, stages) -> None:
-    tmp = tmp_path_factory.mktemp("fz")
-    src = write_jsonl(tmp / "f.jsonl", rows)
-    try:
-        build(BuildConfig(source=str(src), out=str(tmp / "cur"), tokenizer="offline:qwen3", unit=unit,
-                          placement=placement, stages=stages, check_sample=0), progress=False)
-    except RtpoDataError as exc:
-        assert str(exc) and "Traceback" not in str(exc)
-        return
-    report = verify(tmp / "cur", tokenizer=qwen3)
-    by = {c.name: c for c in report.checks}
-    assert by["invariants"].ok and by["token_exact"].ok and by["checksums"].ok, report.to_dict()
-    cur = Curriculum.open(tmp / "cur")
-    for i in range(len(cur)):
-        for s in range(stages):
-            assert cur.trace(i).startswith(cur.hint(i, s))
-
-
-def test_slow_tokenizer_is_refused(tmp_path: Path) -> None:
-    from transformers import CTRLTokenizer  # a tokenizer transformers still implements in Python only
-
-    (tmp_path / "vocab.json").write_text(json.dumps({"a": 0, "b": 1, "ab": 2, "<unk>": 3}))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\na b\n")
-    CTRLTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(tmp_path / "slow")
-    with pytest.raises(RtpoDataError, match="is a slow \\(Python\\) tokenizer"):
-        _one(tmp_path / "b", [{"question": "ab?", "solution": "ab. #### 1"}], tokenizer=str(tmp_path / "slow"))

@@ -1,4 +1,5 @@
-"""Tests for rtpo_data.schedule: the curve shapes, their quantization into stages, and the step clock."""
+"""Tests for rtpo_data.schedule: the curve shapes, their quantization into stages, the step clock, and
+a schedule that never empties warned in the manifest."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,8 @@ from rtpo_data.schedule import (
     stage_at,
     stage_fractions,
 )
+
+from helpers import build_rows
 
 # A per-test setting rather than a global profile, so other test modules keep their own.
 fast = settings(deadline=None, max_examples=50)
@@ -513,3 +517,8 @@ def test_from_dict_names_unknown_keys():
         ScheduleConfig.from_dict({"kind": "linear", "rates": 3, "stat": 1})
     assert "'rates'" in str(info.value) and "'stat'" in str(info.value)
     assert len(info.value.problems) == 2
+
+
+def test_schedule_that_never_empties_is_warned(tmp_path: Path) -> None:
+    res = build_rows(tmp_path, [{"question": "q?", "solution": "A b c d. #### 1"}], schedule="constant", value=0.5)
+    assert res.manifest["schedule"]["warnings"] and "ends at 0.5" in " ".join(res.manifest["schedule"]["warnings"])

@@ -395,8 +395,8 @@ def test_two_processes_each_generate_from_the_curriculum_ids_and_log_global_mean
         both = rows[0] + rows[1]
         assert all(both.count(i) == 4 for i in both)  # the 4 copies of a prompt share its hint
         stage = cur.stage_at(step, 6)
-        expected.append(float(np.mean(cur.hint_tokens_at(both, stage))))
-        local.append(float(np.mean(cur.hint_tokens_at(rows[0], stage))))
+        expected.append(float(np.mean(cur.cuts(both, stage)[0])))
+        local.append(float(np.mean(cur.cuts(rows[0], stage)[0])))
     assert expected != local  # the shares differ, so the check below tells global from local means
     for rank in (0, 1):
         logged = [h["rtpo/hint_tokens"] for h in json.loads((tmp_path / f"logs-{rank}.json").read_text())

@@ -28,13 +28,13 @@ def test_item_contract_is_prompt_datasets(tiny, strategy):
 
     cur = Curriculum.open(tiny["cur"])
     tokenizer = AutoTokenizer.from_pretrained(tiny["model"])
-    theirs = PromptDataset(datasets.Dataset.from_dict({"input": cur.eval_prompts([0, 1])}), tokenizer, strategy)
+    theirs = PromptDataset(datasets.Dataset.from_dict({"input": cur.render([0, 1], None)}), tokenizer, strategy)
     ours = CurriculumPromptDataset(cur)
     a, b = theirs[1], ours[1]
     assert len(a) == len(b) == 4
     assert (a[0], a[3]) == (b[0], b[3]) == ("default", None)
-    assert a[1] == cur.eval_prompts([1])[0]  # --data.apply_chat_template off: text goes through as is
-    assert b[1] == cur.prompts([1], 0)[0]
+    assert a[1] == cur.render([1], None)[0]  # --data.apply_chat_template off: text goes through as is
+    assert b[1] == cur.render([1], 0)[0]
     collated_theirs = theirs.collate_fn([theirs[0], theirs[1]])
     collated_ours = ours.collate_fn([ours[0], ours[1]])
     assert [type(x) for x in collated_ours] == [type(x) for x in collated_theirs] == [list] * 4
@@ -52,20 +52,20 @@ def test_hints_shrink_step_by_step_as_the_curriculum_says(tiny):
             source, prompt, label, images = ds[row]
             stage = cur.stage_at(step)
             assert (source, images) == ("default", None)
-            assert prompt == cur.prompts([row], stage)[0]
+            assert prompt == cur.render([row], stage)[0]
             assert label == {"answer": cur.answer(row), "row_id": cur.row_id(row), "step": step, "stage": stage,
                              "kept_fraction": pytest.approx(cur.cut(row, stage)[0] / cur.trace_tokens([row])[0])}
             kept.append(label["kept_fraction"])
         assert kept[0] == 1.0 and kept == sorted(kept, reverse=True) and len(set(kept)) > 2
         # from the horizon on: no hint at all, and never an index past the cut table
-        assert prompt == cur.eval_prompts([row])[0] and kept[-1] == 0.0
+        assert prompt == cur.render([row], None)[0] and kept[-1] == 0.0
 
 
 def test_eval_dataset_never_shows_a_hint(tiny):
     cur = Curriculum.open(tiny["cur"])
     ds = CurriculumPromptDataset(cur, hint=False)
     ds.set_step(0)
-    assert [ds[i][1] for i in range(ROWS)] == cur.eval_prompts(range(ROWS))
+    assert [ds[i][1] for i in range(ROWS)] == cur.render(range(ROWS), None)
     assert ds[5][2] == {"answer": cur.answer(5), "row_id": cur.row_id(5), "kept_fraction": 0.0}
 
 
@@ -92,7 +92,7 @@ def test_openrlhf_dataloader_renders_when_a_row_is_fetched(tiny, strategy):
         for prompt, label in zip(prompts, labels):
             row = int(label["row_id"][1:])
             assert label["step"] == step
-            assert prompt == cur.prompts([row], cur.stage_at(step))[0]
+            assert prompt == cur.render([row], cur.stage_at(step))[0]
 
 
 def test_openrlhf_dataloader_state_resumes_the_same_rows(tiny, strategy):

@@ -123,7 +123,7 @@ def test_hints_shrink_step_by_step_as_the_curriculum_says(runs, tiny):
         step = request["at"]
         stage = cur.stage_at(step)
         assert request["label"]["step"] == step and request["label"]["stage"] == stage
-        assert request["prompt"] == cur.prompts([_row(request)], stage)[0]
+        assert request["prompt"] == cur.render([_row(request)], stage)[0]
         stages.setdefault(step, stage)
     # steps 0-7 train; step 8 only draws the last rows of episode 2, which filtering rejects
     assert [stages[s] for s in range(8)] == [0, 1, 2, 3, 3, 3, 3, 3] and set(stages) <= set(range(9))
@@ -155,7 +155,7 @@ def test_dynamic_filtering_replacements_get_the_current_steps_hint(runs, tiny):
         assert sorted({r["prompt"] for r in requests if _row(r) % 2 == 1}) == accepted
         for r in requests[BATCH:]:  # drawn after the first rollout batch: replacements
             replaced += 1
-            assert r["prompt"] == cur.prompts([_row(r)], cur.stage_at(step))[0]
+            assert r["prompt"] == cur.render([_row(r)], cur.stage_at(step))[0]
         if step < 3 and rejected:
             assert any(r["label"]["kept_fraction"] > 0 for r in requests[BATCH:])
     assert replaced > 0
@@ -171,7 +171,7 @@ def test_evaluation_prompts_have_no_hint(runs, tiny):
             assert r["label"] == {"answer": cur.answer(_row(r)), "row_id": cur.row_id(_row(r)), "kept_fraction": 0.0}
         assert set(by_step) == {s for s in (2, 4, 6, 8) if s > run["start"]}
         for prompts in by_step.values():
-            assert sorted(prompts) == sorted(cur.eval_prompts(range(ROWS)))
+            assert sorted(prompts) == sorted(cur.render(range(ROWS), None))
 
 
 def _canonical(value) -> str:
