@@ -351,15 +351,18 @@ class RTPOTrainer(GRPOTrainer):
         metrics["rtpo/kept_fraction"].append(total[1] / count)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = self._rtpo_render(inputs)
+        inputs = self.rtpo_render(inputs)
         try:
             return super()._generate_and_score_completions(inputs)
         finally:
             self._rtpo_pending = None
 
-    def _rtpo_render(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def rtpo_render(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows with each ``prompt`` rendered for now (training: the step's stage; evaluation: no
-        hint), their ids left for :meth:`_tokenize_prompts`, and the ``rtpo/*`` metrics logged."""
+        hint), their ids left for :meth:`_tokenize_prompts`, and the ``rtpo/*`` metrics logged.
+
+        The step RTPOTrainer adds at the top of TRL's ``_generate_and_score_completions``; public for
+        custom generation loops and for timing (benchmarks/trl_prompts.py)."""
         mode = "train" if self.model.training else "eval"
         if not inputs or INDEX_COLUMN not in inputs[0]:
             if mode == "train" or self._rtpo_eval_indexed:

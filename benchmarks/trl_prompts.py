@@ -11,14 +11,11 @@ or vLLM (TRL 1.16), measured on real trainers (a tiny Qwen2 policy; nothing is g
 
 - **stock GRPOTrainer, no-hint prompts**: ``[x["prompt"] for x in inputs]``, TRL's ``copy.deepcopy``
   of them in ``_generate``, and TRL's ``_tokenize_prompts`` (``processing_class(text=prompts)``).
-- **RTPOTrainer**: its rendering of every row for the step (``_rtpo_render``: the prompt texts and
+- **RTPOTrainer**: its rendering of every row for the step (``rtpo_render``: the prompt texts and
   their stored ``prompt_ids``, the ``rtpo/*`` metrics), then the same list and ``deepcopy``, and its
   ``_tokenize_prompts``, which hands over the stored ids instead of tokenizing; with the ids as
   arrays (HF ``generate``, which makes a tensor of each) and as lists (vLLM, which needs lists).
-  ``_rtpo_render`` is the adapter's one private name read here: it is the step RTPOTrainer adds at
-  the top of TRL's ``_generate_and_score_completions``, and no public method prepares a round's
-  prompts without generating; timing the trainer's own step (not a copy of it built on
-  ``Curriculum.render``) is what this benchmark is for.
+  ``rtpo_render`` is that step, public on the trainer: timing it times the trainer's own code.
 - **text prompts, TRL tokenizes**: the stock ``_tokenize_prompts`` on the hinted texts, which is what
   handing TRL text costs (RTPOTrainer before it handed over ids).
 
@@ -121,9 +118,9 @@ def measure(rtpo: Any, stock: Any, inputs: list[dict[str, Any]], step: int, reps
 
     def rtpo_round(vllm: bool) -> Any:
         # The id form follows the generation path (lists for vLLM, arrays for HF generate); only that
-        # choice reads use_vllm, and nothing is generated here. _rtpo_render: see the module docstring.
+        # choice reads use_vllm, and nothing is generated here. rtpo_render: see the module docstring.
         rtpo.use_vllm = vllm
-        rendered = rtpo._rtpo_render(inputs)
+        rendered = rtpo.rtpo_render(inputs)
         prompts = copy.deepcopy([x["prompt"] for x in rendered])
         ids = rtpo._tokenize_prompts(prompts)[0]
         return rendered, ids

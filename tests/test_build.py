@@ -234,3 +234,46 @@ def test_fuzz_build_and_view(tmp_path_factory, qwen3, rows, unit, placement, sta
     for i in range(len(cur)):
         for s in range(stages):
             assert cur.trace(i).startswith(cur.hint(i, s))
+
+
+def test_build_drift_check_tokenizes_what_the_prompt_table_renders(tmp_path, monkeypatch) -> None:
+    """The build's sampled drift check renders the prompts it tokenizes again through
+    ``PromptTable.render`` over the batch it is about to write, the code every trainer renders with:
+    a wrong prompt from it for one row is drift in the manifest, at the stage that row was checked."""
+    from rtpo_data.render import PromptTable
+
+    rows = [{"id": f"r{i}", "question": f"What is {i} + {i}?", "solution": f"We add {i} and {i}.\nSo it is {2 * i}.\n#### {2 * i}"}
+            for i in range(4)]
+    src = write_jsonl(tmp_path / "rows.jsonl", rows)
+
+    def run(name: str):
+        return build(BuildConfig(source=str(src), out=str(tmp_path / name), tokenizer="offline:qwen3", unit="line",
+                                 stages=3, check_sample=4), progress=False)
+
+    clean = run("clean")
+    assert clean.manifest["checks"]["drift_per_stage"] == [0, 0, 0] and clean.manifest["checks"]["sample_prompts"] == 4
+    real = PromptTable.render
+    wrong: list[int] = []
+
+    def render(self, rows, stages, output="text"):
+        out = real(self, rows, stages, output)
+        if output == "text":
+            for p, i in enumerate(np.asarray(rows).tolist()):
+                if self.row_id(i) == "r2":
+                    wrong.append(i)
+                    out[p] = out[p] + " and a word the ids do not have"
+        return out
+
+    monkeypatch.setattr(PromptTable, "render", render)
+    result = run("wrong")
+    monkeypatch.undo()
+    cur = Curriculum.open(result.path)
+    hints = cur.hint_tokens()[2]
+    checked = int(np.flatnonzero(hints == hints[hints > 0].min())[0])  # r2's shortest non-empty hint
+    expected = [int(s == checked) for s in range(3)]
+    checks = json.loads((result.path / "manifest.json").read_text())["checks"]
+    assert checks["drift_per_stage"] == result.manifest["checks"]["drift_per_stage"] == expected
+    assert checks["drift_rate"] == 0.25 and checks["sample_prompts"] == 4
+    assert wrong == [2]  # the check rendered row r2 once, through PromptTable.render
+    # the shards written are right: only the check saw the wrong prompt
+    assert cur.prompt(2, checked) == Curriculum.open(clean.path).prompt(2, checked)
