@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import RtpoDataError
+from rtpo_data.policies import POLICIES, HintPolicy, Observations, PolicyState, make_policy, step_metrics
 from rtpo_data.schedule import HORIZONS, Clock, resolve_horizon
 from rtpo_data.tokenizer import check_tokenizer
 
@@ -122,9 +123,22 @@ class RTPOTrainer(GRPOTrainer):
             these; or a dataset of your own prompts (no ``rtpo_index`` column), used as is.
         allow_tokenizer_mismatch: train even though the trainer's tokenizer or chat template is not
             the one the curriculum was built with (checked before the first step).
+        policy: which stage each row gets (:mod:`rtpo_data.policies`): ``"global"`` (the build's
+            schedule, the default), ``"mixed"``, ``"frontier"``, or a policy object. Each row's stage
+            is chosen per generation round; all copies of a prompt share it.
+        policy_seed: the seed of the policy's (row, step) hash (default: ``args.seed``).
+        success_threshold: a completion counts as a success for the policy when its total reward
+            (TRL's weighted sum over reward functions) is at least this (default 0.5: a 0/1 accuracy
+            reward, with or without a small format reward).
 
     Logged per step: ``rtpo/stage``, ``rtpo/kept_fraction`` (hint tokens / trace tokens) and
-    ``rtpo/hint_tokens`` (means over the whole generation batch, every process included).
+    ``rtpo/hint_tokens`` (means over the whole generation batch, every process included); and from
+    the policy's observations of the round: ``rtpo/stage_share/K`` (share of groups at each stage),
+    ``rtpo/all_fail_groups``, ``rtpo/all_succeed_groups``.
+
+    The policy's state is saved into every checkpoint (``rtpo_policy.npz``/``.json``) and restored
+    from it on ``resume_from_checkpoint``; a state saved for another curriculum, policy or horizon is
+    refused.
 
     The prompt ids TRL generates from are the curriculum's stored ``prompt_ids``, handed over in place
     of TRL's own tokenization (``_tokenize_prompts``): exact by construction, and no per-round
@@ -142,6 +156,9 @@ class RTPOTrainer(GRPOTrainer):
         train_dataset: Any = None,
         eval_dataset: Any = None,
         allow_tokenizer_mismatch: bool = False,
+        policy: str | HintPolicy | None = None,
+        policy_seed: int | None = None,
+        success_threshold: float = 0.5,
         **kwargs: Any,
     ) -> None:
         if horizon not in HORIZONS:
@@ -159,6 +176,12 @@ class RTPOTrainer(GRPOTrainer):
         self._rtpo_pending: tuple[list[str], list[Any]] | None = None
         self._rtpo_lists = _IdLists()
         self._rtpo_eval_indexed = False
+        self.rtpo_policy = make_policy(policy)
+        self._rtpo_policy_seed = policy_seed
+        self._rtpo_policy_state: PolicyState | None = None
+        self._rtpo_resume: str | None = None
+        self._rtpo_generation: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.rtpo_success_threshold = float(success_threshold)
         if train_dataset is None:
             train_dataset = curriculum_dataset(self.curriculum)
         eval_dataset = self._resolve_eval(eval_dataset)
@@ -310,12 +333,15 @@ class RTPOTrainer(GRPOTrainer):
 
     # -- rendering, at the moment prompts become generations ----------------------------------------
 
-    def _render(self, cur: Curriculum, index: np.ndarray, stage: int | None, *,
+    def _render(self, cur: Curriculum, index: np.ndarray, stage: Any, *,
                 lists: bool = True) -> tuple[list[str], list[Any]]:
-        """Prompt texts and ids of rows ``index`` (``stage=None``: no hint), each distinct row rendered
-        once and its text and ids shared by its copies (a generation batch holds each prompt
-        ``num_generations`` times). The ids are lists, or with ``lists=False`` int64 arrays."""
+        """Prompt texts and ids of rows ``index`` at ``stage`` (``None``: no hint; else a function
+        from distinct rows to their stages), each distinct row rendered once and its text and ids
+        shared by its copies (a generation batch holds each prompt ``num_generations`` times). The ids
+        are lists, or with ``lists=False`` int64 arrays."""
         unique, inverse = np.unique(index, return_inverse=True)
+        if stage is not None:
+            stage = stage(unique)
         texts = cur.render(unique, stage)
         if stage is None:
             ids = cur.render(unique, None, "ids")
@@ -335,18 +361,18 @@ class RTPOTrainer(GRPOTrainer):
                     or getattr(self, "use_transformers_continuous_batching", False)
                     or getattr(self, "tools", None) or getattr(self, "rollout_func", None) is not None)
 
-    def _log_hint(self, cur: Curriculum, index: np.ndarray, stage: int) -> None:
+    def _log_hint(self, cur: Curriculum, index: np.ndarray, stages: np.ndarray) -> None:
         """``rtpo/*`` metrics: means over the generation batch of every process (a collective call)."""
         import torch
 
-        hint = cur.cuts(index, stage)[0].astype(np.float64)
-        kept = cur.kept_fractions(index, stage)
-        local = torch.tensor([hint.sum(), kept.sum(), float(len(index))], dtype=torch.float64,
+        hint = cur.cuts(index, stages)[0].astype(np.float64)
+        kept = cur.kept_fractions(index, stages)
+        local = torch.tensor([hint.sum(), kept.sum(), float(len(index)), float(np.sum(stages))], dtype=torch.float64,
                              device=self.accelerator.device)
-        total = self.accelerator.gather(local).reshape(-1, 3).sum(dim=0).tolist()
+        total = self.accelerator.gather(local).reshape(-1, 4).sum(dim=0).tolist()
         count = max(total[2], 1.0)
         metrics = self._metrics["train"]
-        metrics["rtpo/stage"].append(float(stage))
+        metrics["rtpo/stage"].append(total[3] / count)
         metrics["rtpo/hint_tokens"].append(total[0] / count)
         metrics["rtpo/kept_fraction"].append(total[1] / count)
 
@@ -380,9 +406,13 @@ class RTPOTrainer(GRPOTrainer):
             cur = self.curriculum
             if any(k is not None and k != cur.fingerprint for k in keys):
                 raise RtpoDataError(f"A training row comes from another curriculum than {cur.path}.")
-            stage = self.rtpo_clock().stage_at(int(self.state.global_step))
-            texts, ids = self._render(cur, index, stage, lists=self._ids_as_lists())
-            self._log_hint(cur, index, stage)
+            step = int(self.state.global_step)
+            state = self.rtpo_policy_state()
+            stages = np.asarray(self.rtpo_policy.select(state, index, step), dtype=np.int64)
+            texts, ids = self._render(cur, index, lambda rows: self.rtpo_policy.select(state, rows, step),
+                                      lists=self._ids_as_lists())
+            self._log_hint(cur, index, stages)
+            self._rtpo_generation = (step, index, stages)
         else:  # evaluation never shows a hint; rows may come from several curricula
             texts, ids = [""] * len(inputs), [None] * len(inputs)
             default = self.curriculum.fingerprint
@@ -396,6 +426,70 @@ class RTPOTrainer(GRPOTrainer):
                     texts[j], ids[j] = text, row_ids
         self._rtpo_pending = (texts, ids)
         return [{**x, "prompt": p} for x, p in zip(inputs, texts)]
+
+    # -- the hint policy: state, observations, checkpoints --------------------------------------------
+
+    def rtpo_policy_state(self) -> PolicyState:
+        """The policy's state (made at the first generation round, when the horizon is known; restored
+        from the checkpoint being resumed, after checking that it belongs to this run)."""
+        if self._rtpo_policy_state is None:
+            seed = self.args.seed if self._rtpo_policy_seed is None else self._rtpo_policy_seed
+            fresh = self.rtpo_policy.init_state(self.curriculum, self.rtpo_clock(), int(seed))
+            resume, self._rtpo_resume = self._rtpo_resume, None
+            if resume is not None and (Path(resume) / "rtpo_policy.json").is_file():
+                fresh = PolicyState.load(resume, fresh)
+            elif resume is not None and fresh.arrays:
+                raise RtpoDataError(
+                    f"The checkpoint {resume} has no hint-policy state, so the {self.rtpo_policy.name!r} policy "
+                    "cannot go on where it stopped. Resume from a checkpoint of a run with this policy, or start "
+                    "a new run."
+                )
+            self._rtpo_policy_state = fresh
+        return self._rtpo_policy_state
+
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        generation, self._rtpo_generation = self._rtpo_generation, None
+        if generation is not None and self.model.training:
+            self._rtpo_observe(generation, rewards_per_func)
+        return rewards_per_func
+
+    def _rtpo_observe(self, generation: tuple[int, np.ndarray, np.ndarray], rewards_per_func: Any) -> None:
+        """Update the policy from the round's rewards, gathered from every process (TRL gathers the
+        rewards; the rows and stages are gathered here, in the same process order)."""
+        import torch
+        from accelerate.utils import gather_object
+
+        step, index, stages = generation
+        pairs = gather_object(list(zip(index.tolist(), stages.tolist()))) if self.accelerator.num_processes > 1 else \
+            list(zip(index.tolist(), stages.tolist()))
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        total = torch.nan_to_num(rewards_per_func * weights, nan=0.0).sum(dim=1).cpu().numpy()
+        if len(pairs) != len(total):
+            raise RtpoDataError(f"The hint policy got {len(pairs)} rows for {len(total)} rewards at step {step}.")
+        rows, used = (np.asarray(x, dtype=np.int64) for x in zip(*pairs)) if pairs else (np.zeros(0, np.int64),) * 2
+        observations = Observations.from_completions(rows, used, total >= self.rtpo_success_threshold, step,
+                                                     self.num_generations)
+        state = self.rtpo_policy_state()
+        self._rtpo_policy_state = self.rtpo_policy.update(state, observations)
+        metrics = self._metrics["train"]
+        for name, value in step_metrics(state, self.curriculum, observations).items():
+            if name != "hint_tokens_mean":  # rtpo/hint_tokens already says it
+                metrics[f"rtpo/{name}"].append(value)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save and self._rtpo_policy_state is not None:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._rtpo_policy_state.save(folder)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            # Read when the state is first needed: the horizon it is checked against is known then.
+            self._rtpo_resume, self._rtpo_policy_state = str(checkpoint), None
 
     def _tokenize_prompts(self, prompts: list[Any]) -> tuple[Any, Any, Any]:
         """The curriculum's ids for the prompts just rendered, instead of tokenizing them again.
@@ -441,6 +535,11 @@ class RTPOScriptArguments:
         default=False,
         metadata={"help": "Train even though the model's tokenizer or chat template is not the curriculum's."},
     )
+    policy: str = field(default="global", metadata={
+        "help": "Hint policy: global (the curriculum's schedule), mixed (stages drawn per row and step) or "
+                "frontier (per row, the least hint that still earns reward). See docs/policies.md."})
+    success_threshold: float = field(default=0.5, metadata={
+        "help": "Total reward at or above which a completion counts as a success for the hint policy."})
 
 
 def load_reward(path: str) -> Any:
@@ -467,6 +566,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RTPOScriptArguments, GRPO
         raise RtpoDataError("--curriculum is required: the directory built by rtpo-data build.")
     if not model.model_name_or_path:
         raise RtpoDataError("--model_name_or_path is required (a local folder or hub name of the policy model).")
+    if script.policy not in POLICIES:
+        raise RtpoDataError(f"--policy {script.policy}: use one of {', '.join(POLICIES)}.")
     return script, training, model
 
 
@@ -516,6 +617,8 @@ def main(argv: list[str] | None = None) -> RTPOTrainer:
         horizon=script.horizon,
         eval_dataset=eval_dataset,
         allow_tokenizer_mismatch=script.allow_tokenizer_mismatch,
+        policy=script.policy,
+        success_threshold=script.success_threshold,
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )

@@ -402,6 +402,10 @@ rtpo-data options:
   --allow_tokenizer_mismatch
                          Train even though the model's tokenizer or chat
                          template is not the curriculum's.
+  --policy NAME          Hint policy: global (the curriculum's schedule, the
+                         default), mixed or frontier (docs/policies.md).
+  --success_threshold X  Total reward at or above which a completion counts
+                         as a success for the hint policy (default 0.5).
 
 TRL options: every GRPOConfig and ModelConfig flag (--model_name_or_path,
 --output_dir, --max_steps, --use_vllm, --use_peft, ...) and --config FILE.YAML.
