@@ -565,3 +565,135 @@ def test_a_tokenizer_that_is_not_the_curriculums_is_refused(tmp_path):
     # the same tokenizer, after it padded and truncated a batch (transformers leaves that in its state)
     tok(["a", "a longer text"], padding=True, truncation=True, max_length=3)
     make(tok)
+
+
+# -- hint policies: a stage per row, chosen at generation time, updated from the round's rewards ---------
+
+
+def even_problems_reward(completions, row_id, **kwargs):
+    """A scripted reward: every completion of an even problem succeeds, every one of an odd problem fails."""
+    return [1.0 if int(r[1:]) % 2 == 0 else 0.0 for r in row_id]
+
+
+def stage_of(cur: Curriculum, row: int, ids: list[int]) -> int:
+    """The stage whose prompt ids these are (the first, where stages share a prompt)."""
+    return next(s for s in range(cur.num_stages) if cur.prompt_ids(row, s) == ids)
+
+
+def test_mixed_policy_batches_hold_several_stages_one_per_prompt(tmp_path, monkeypatch):
+    cur_dir, tok, model = tiny_setup(tmp_path, stages=5, total_steps=12)
+    rec = GenerateRecorder(monkeypatch, tok)
+    trainer = RTPOTrainer(model=model, reward_funcs=length_reward, processing_class=tok, curriculum=cur_dir,
+                          args=grpo_args(tmp_path / "run", max_steps=12, **GEOMETRY), policy="mixed")
+    rec.trainer = trainer
+    trainer.train()
+    cur, state = Curriculum.open(cur_dir), trainer.rtpo_policy_state()
+    seen = rec.train()
+    per_round: dict[int, set[int]] = {}
+    for step, problem, ids in seen:
+        row = row_of(cur, problem)
+        stage = int(trainer.rtpo_policy.select(state, [row], step)[0])
+        assert ids == cur.prompt_ids(row, stage), (step, problem, stage)
+        per_round.setdefault(step, set()).add(stage)
+        assert [i for s, p, i in seen if s == step and p == problem] == [ids] * 4  # a group shares its prompt
+    assert max(len(stages) for stages in per_round.values()) >= 2  # one batch, several hint levels
+    logged = [h for h in trainer.state.log_history if "rtpo/all_fail_groups" in h]
+    assert logged and all(sum(v for k, v in h.items() if k.startswith("rtpo/stage_share/")) == pytest.approx(1.0)
+                          for h in logged)
+
+
+def test_frontier_moves_each_row_by_its_rewards(tmp_path, monkeypatch):
+    """4 problems, all in every round: the even ones always succeed and lose a stage of hint each round;
+    the odd ones always fail and keep the whole trace."""
+    cur_dir, tok, model = tiny_setup(tmp_path, n=4, stages=3, total_steps=100)
+    rec = GenerateRecorder(monkeypatch, tok)
+    trainer = RTPOTrainer(model=model, reward_funcs=even_problems_reward, processing_class=tok, curriculum=cur_dir,
+                          args=grpo_args(tmp_path / "run", **GEOMETRY), policy="frontier", horizon="curriculum")
+    rec.trainer = trainer
+    trainer.train()
+    cur = Curriculum.open(cur_dir)
+    stages = {(step, problem): stage_of(cur, row_of(cur, problem), ids) for step, problem, ids in rec.train()}
+    assert stages == {(step, p): (min(step // 2, 2) if p % 2 == 0 else 0) for step in (0, 2, 4) for p in range(4)}
+    frontier = trainer.rtpo_policy_state().arrays["frontier"]
+    assert {cur.row_id(i): int(frontier[i]) for i in range(4)} == {"p0": 2, "p1": 0, "p2": 2, "p3": 0}
+    logged = [h for h in trainer.state.log_history if "rtpo/all_fail_groups" in h]
+    assert [h["rtpo/all_fail_groups"] for h in logged] == [0.5] * 3
+    assert [h["rtpo/all_succeed_groups"] for h in logged] == [0.5] * 3
+
+
+def test_policy_resume_continues_with_the_same_state_and_prompts(tmp_path, monkeypatch):
+    cur_dir, tok, model = tiny_setup(tmp_path, n=4, stages=3, total_steps=100)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    rec = GenerateRecorder(monkeypatch, tok)
+
+    def trainer_for(cur) -> RTPOTrainer:
+        args = grpo_args(tmp_path / "run", save_strategy="steps", save_steps=2, **GEOMETRY)
+        return RTPOTrainer(model=model, reward_funcs=even_problems_reward, args=args, processing_class=tok,
+                           curriculum=cur, policy="frontier", horizon="curriculum")
+
+    rec.trainer = trainer_for(cur_dir)
+    rec.trainer.train()
+    full, final = rec.train(), rec.trainer.rtpo_policy_state().arrays
+    assert (tmp_path / "run" / "checkpoint-2" / "rtpo_policy.npz").is_file()
+    rec.seen.clear()
+    model.load_state_dict(weights)
+    rec.trainer = trainer_for(cur_dir)
+    rec.trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    # Each round holds all 4 rows (a whole epoch), whose order TRL's resumed sampler draws anew: compare
+    # each step's prompts as a set of (problem, ids).
+    assert rec.train() and sorted(rec.train()) == sorted(r for r in full if r[0] >= 2)
+    resumed = rec.trainer.rtpo_policy_state().arrays
+    assert all(np.array_equal(resumed[k], final[k]) for k in final)
+    # The same checkpoint for another curriculum: refused before any prompt is rendered from it.
+    from trl_helpers import build_curriculum
+
+    other = build_curriculum(tmp_path, "other", str(tmp_path / "model"), n=4, start=10, total_steps=100)
+    rec.trainer = trainer_for(other)
+    with pytest.raises(RtpoDataError, match="belongs to another run .*curriculum: saved"):
+        rec.trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+
+
+def test_launcher_takes_a_policy(tmp_path):
+    from rtpo_data.adapters.trl import parse_args
+
+    cur_dir, _tok, _model = tiny_setup(tmp_path)
+    flags = ["--curriculum", str(cur_dir), "--model_name_or_path", str(tmp_path / "model"), "--output_dir",
+             str(tmp_path / "o"), "--use_cpu", "true", "--bf16", "false"]
+    script, _, _ = parse_args([*flags, "--policy", "frontier", "--success_threshold", "0.8"])
+    assert (script.policy, script.success_threshold) == ("frontier", 0.8)
+    with pytest.raises(RtpoDataError, match="--policy adaptive: use one of global, mixed, frontier"):
+        parse_args([*flags, "--policy", "adaptive"])
+
+
+@pytest.mark.slow
+def test_two_processes_choose_the_same_stages_and_hold_the_same_state(tmp_path):
+    """The frontier policy on two processes (torchrun, gloo): every copy of a prompt, on either process,
+    gets one stage, the one the policy's final state and the logged rounds agree on, and both processes
+    end with the same state, updated from the rewards of both."""
+    import subprocess
+    import sys
+
+    from rtpo_data.policies import Frontier, PolicyState
+
+    cur_dir, _tok, _model = tiny_setup(tmp_path, n=4, stages=3, total_steps=None)  # the horizon: max_steps, 6
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(here / "trl_two_processes.py"), str(tmp_path), "frontier"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cur = Curriculum.open(cur_dir)
+    fresh = Frontier().init_state(cur, cur.clock(6), seed=7)
+    states = [PolicyState.load(tmp_path / f"state-{rank}", fresh) for rank in (0, 1)]
+    assert all(np.array_equal(states[0].arrays[k], states[1].arrays[k]) for k in fresh.arrays)
+    assert (states[0].arrays["last_step"] == 4).all()  # every row observed in the last round, by both
+    seen = [(r["step"], r["problem"], r["ids"]) for rank in (0, 1)
+            for r in map(json.loads, (tmp_path / f"seen-{rank}.jsonl").read_text().splitlines())]
+    for step in (0, 2, 4):
+        by_problem: dict[int, set] = {}
+        for s, p, ids in seen:
+            if s == step:
+                by_problem.setdefault(p, set()).add(tuple(ids))
+        assert sorted(by_problem) == [0, 1, 2, 3] and all(len(v) == 1 for v in by_problem.values())
+    assert len({stage_of(cur, row_of(cur, p), list(i)) for s, p, i in seen}) >= 2  # rows moved apart

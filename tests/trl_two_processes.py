@@ -1,11 +1,13 @@
 """One process of a 2-process RTPOTrainer run on the CPU (torchrun; accelerate picks gloo from it).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/trl_two_processes.py WORK
+    python -m torch.distributed.run --nproc_per_node 2 tests/trl_two_processes.py WORK [POLICY]
 
 WORK holds ``cur`` (the curriculum) and ``model`` (a tiny Qwen2 and its tokenizer, saved by the test).
 Every prompt this process generates from is appended to ``WORK/seen-RANK.jsonl`` as the global step,
 the problem number read from the decoded prompt, and the token ids that reached the model's
-``generate`` (left padding removed); the trainer's log history goes to ``WORK/logs-RANK.json``.
+``generate`` (left padding removed); the trainer's log history goes to ``WORK/logs-RANK.json``. With a
+hint POLICY (``mixed``, ``frontier``), each process also writes its final policy state to
+``WORK/state-RANK/``.
 """
 
 import json
@@ -43,9 +45,15 @@ def spy(self, *args, **kwargs):
 GenerationMixin.generate = spy
 args = grpo_args(work / "run", per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=2,
                  num_iterations=2, shuffle_dataset=True)
-trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok, curriculum=work / "cur")
+policy = sys.argv[2] if len(sys.argv) > 2 else "global"
+trainer = RTPOTrainer(model=model, reward_funcs=length_reward, args=args, processing_class=tok, curriculum=work / "cur",
+                      policy=policy)
 trainer.train()
-(work / f"logs-{trainer.accelerator.process_index}.json").write_text(json.dumps(trainer.state.log_history))
+rank = trainer.accelerator.process_index
+(work / f"logs-{rank}.json").write_text(json.dumps(trainer.state.log_history))
+if policy != "global":
+    (work / f"state-{rank}").mkdir()
+    trainer.rtpo_policy_state().save(work / f"state-{rank}")
 torch.distributed.destroy_process_group()
 # The DDP reducer still holds the gloo group, which can abort at interpreter teardown ("terminate
 # called without an active exception"); the work is done and written, so end without teardown.
