@@ -11,7 +11,9 @@ What happens, in order (every file lands under ``--out``):
 2. ``tokenizer/``: a character-level fast tokenizer with a ChatML template, made in-process.
 3. ``curricula/``: the RL and held-out sets go through ``rtpo-data build`` exactly as a user's data
    would, once per arm: ``grpo`` (a constant schedule at 0: the hint is always empty), ``rtpo-linear``
-   and ``rtpo-staged``.
+   and ``rtpo-staged``. Two more arms choose stages from the linear curriculum with a hint policy
+   (``rtpo_data.policies``): ``rtpo-mixed`` (a stage drawn per row and step) and ``rtpo-frontier``
+   (per row, the least hint that still earns reward).
 4. ``sft/``: a Qwen2 made from scratch, trained briefly with TRL's ``SFTTrainer`` on full solutions:
    the starting policy of every arm. Its no-hint and hinted accuracy per difficulty are measured.
 5. ``runs/ARM-seedS/``: GRPO through ``RTPOTrainer`` from that start, the same budget and the same
@@ -47,7 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import chain_arithmetic as task  # noqa: E402
 
-ARMS = ("grpo", "rtpo-linear", "rtpo-staged")
+ARMS = ("grpo", "rtpo-linear", "rtpo-staged", "rtpo-mixed", "rtpo-frontier")
+# The hint policy of each arm (rtpo_data.policies), and the curriculum it draws its stages from.
+POLICY = {"rtpo-mixed": "mixed", "rtpo-frontier": "frontier"}
+CURRICULUM = {"rtpo-mixed": "rtpo-linear", "rtpo-frontier": "rtpo-linear"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +152,7 @@ def prepare(out: Path, p: Preset) -> dict[str, Path]:
     # The held-out set is built with hints too: evaluation renders it without (stage None), and the
     # starting policy is also measured with its first stages (the whole trace, half, a quarter).
     for name, source, arm in [("cur:heldout", paths["heldout"], "rtpo-staged"),
-                              *[(f"cur:{a}", paths["rl"], a) for a in ARMS]]:
+                              *[(f"cur:{a}", paths["rl"], a) for a in ARMS if a not in CURRICULUM]]:
         paths[name] = target = out / "curricula" / name.split(":")[1]
         if not (target / "manifest.json").exists():
             _rtpo_data("build", str(source), "--out", str(target), *common, *curriculum_options(arm, p))
@@ -357,7 +362,8 @@ def run_one(out: Path, arm: str, seed: int, p: Preset, threads: int, tag: str = 
         use_vllm=False, seed=seed, disable_tqdm=True, dataloader_num_workers=0, shuffle_dataset=True,
     )
     trainer = RTPOTrainer(model=model, reward_funcs=accuracy_reward, args=args, processing_class=tok,
-                          curriculum=out / "curricula" / arm, horizon="curriculum", callbacks=[Measure()])
+                          curriculum=out / "curricula" / CURRICULUM.get(arm, arm), horizon="curriculum",
+                          policy=POLICY.get(arm, "global"), callbacks=[Measure()])
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
@@ -371,6 +377,7 @@ def run_one(out: Path, arm: str, seed: int, p: Preset, threads: int, tag: str = 
         "generated_tokens": [h["completions/mean_length"] * batch for h in logs],
         "step_seconds": [round(times[s], 4) for s in steps],
         "stage": [h.get("rtpo/stage") for h in logs],
+        "all_fail_groups": [h.get("rtpo/all_fail_groups") for h in logs],
         "hint_tokens": [h.get("rtpo/hint_tokens") for h in logs],
         "hint_tokens_at_generation": [sum(seen[s]) / len(seen[s]) for s in steps],
         "prompt_at_generation": {str(s): samples[s] for s in (steps[0], steps[-1])},
