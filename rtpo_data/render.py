@@ -78,6 +78,10 @@ class _Ragged:
         chunks = column.chunks
         self.starts = np.cumsum([0, *(len(c) for c in chunks)]).astype(np.int64)
         self.is_text = pa.types.is_string(column.type)
+        # one(c, local): one row's value; head(c, local, n): its first n characters or ids. Bound once
+        # per column, so a per-row call pays no type test.
+        self.one = self._text_one if self.is_text else self._ids_one
+        self.head = self._text_head if self.is_text else self._ids_head
         self.offsets: list[np.ndarray] = []
         self.data: list[Any] = []
         for c in chunks:
@@ -128,22 +132,28 @@ class _Ragged:
     # ``head`` return a ``str`` for a text column and a ``list`` of ints for an ids column, so one
     # formula (``prefix + head + suffix``) assembles either.
 
-    def one(self, c: int, local: int) -> Any:
+    def _text_one(self, c: int, local: int) -> str:
         o = self.offsets[c]
-        value = self.data[c][o.item(local): o.item(local + 1)]
-        return str(value, "utf-8") if self.is_text else value.tolist()
+        return str(self.data[c][o.item(local): o.item(local + 1)], "utf-8")
 
-    def head(self, c: int, local: int, n: int) -> Any:
-        """The first ``n`` characters (text, see :meth:`texts`) or ids of one row."""
+    def _ids_one(self, c: int, local: int) -> list[int]:
+        o = self.offsets[c]
+        return self.data[c][o.item(local): o.item(local + 1)].tolist()
+
+    def _text_head(self, c: int, local: int, n: int) -> str:
+        """The first ``n`` characters of one row's text (see :meth:`texts`)."""
         o = self.offsets[c]
         b, e = o.item(local), o.item(local + 1)
         data = self.data[c]
-        if not self.is_text:
-            return data[b:min(e, b + n)].tolist()
         text = str(data[b:min(e, b + n)], "utf-8", "ignore")
         if len(text) != n:
             text = str(data[b:min(e, b + 4 * n)], "utf-8", "ignore")[:n]
         return text
+
+    def _ids_head(self, c: int, local: int, n: int) -> list[int]:
+        o = self.offsets[c]
+        b = o.item(local)
+        return self.data[c][b:min(o.item(local + 1), b + n)].tolist()
 
     def lengths(self) -> np.ndarray:
         """Every row's length (characters' bytes for text, ids for lists), from the offsets alone."""
