@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 
-from rtpo_data._version import __version__
+from rtpo_data import __version__
 from rtpo_data.config import BuildConfig
 from rtpo_data.errors import RtpoDataError
 

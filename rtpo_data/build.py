@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rtpo_data import _version
+from rtpo_data import __version__
 from rtpo_data.artifact import (
     FORMAT_VERSION,
     ROW_COLUMNS,
@@ -668,7 +668,7 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
     sample_prefix = probe.renderer.render("Q")
     return {
         "format_version": FORMAT_VERSION,
-        "package_version": _version.__version__,
+        "package_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_rows": kept,
         "config": config.to_dict(),

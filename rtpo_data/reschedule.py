@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rtpo_data import _version
+from rtpo_data import __version__
 from rtpo_data.artifact import (
     FORMAT_VERSION,
     Manifest,
@@ -200,7 +200,7 @@ def _write(parent: Curriculum, config: BuildConfig, new_unit: bool, backend: Any
     )
     return {
         "format_version": FORMAT_VERSION,
-        "package_version": _version.__version__,
+        "package_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_rows": len(parent),
         "config": config.to_dict(),
