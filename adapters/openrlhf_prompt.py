@@ -1,4 +1,5 @@
-"""Prompts that take their exact token ids to OpenRLHF's rollout workers.
+"""What travels from the trainer actor to OpenRLHF's other processes: prompts that take their exact
+token ids to the rollout workers, and the hint policy's state in the checkpoint.
 
 OpenRLHF 0.11.2 hands each prompt to a vLLM engine actor as text, together with the trainer's
 tokenizer, and the agent executor there tokenizes it::
@@ -17,15 +18,25 @@ imports neither OpenRLHF nor the trainer side).
 The text itself is what the model sees, the tokenizer's BOS included, so reward functions and any
 code that tokenizes it anew still start from the right text. Any change to the text (slicing,
 concatenation) gives a plain ``str`` without ids, which the tokenizer then tokenizes as usual.
+
+The hint policy's state rides in OpenRLHF's checkpoint ``client_states`` as a :class:`PolicyCheckpoint`,
+which the policy-model actors pickle into DeepSpeed's checkpoint and unpickle on resume; it lives
+here, so that they import nothing of the trainer side for it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from rtpo_data.policies import PolicyState
 
 
 class PromptText(str):
@@ -81,3 +92,50 @@ class CurriculumTokenizer:
 
     def __repr__(self) -> str:
         return f"CurriculumTokenizer({self.tokenizer!r})"
+
+
+class PolicyCheckpoint:
+    """A hint policy's state as OpenRLHF's checkpoint carries it (``client_states["rtpo_policy"]``).
+
+    It holds the two files :meth:`rtpo_data.policies.PolicyState.save` writes, as they are (``meta``: the
+    text of ``rtpo_policy.json``, ``arrays``: the bytes of ``rtpo_policy.npz``), so a resume checks
+    them with :meth:`~rtpo_data.policies.PolicyState.load` exactly as a checkpoint folder is checked. Its
+    ``repr`` is one line: OpenRLHF logs the whole ``client_states`` it resumes from.
+    """
+
+    def __init__(self, meta: str, arrays: bytes) -> None:
+        self.meta = str(meta)
+        self.arrays = bytes(arrays)
+
+    @classmethod
+    def of(cls, state: PolicyState) -> PolicyCheckpoint:
+        from rtpo_data.policies import STATE_ARRAYS, STATE_META
+
+        with tempfile.TemporaryDirectory(prefix="rtpo-policy-") as tmp:
+            state.save(tmp)
+            return cls(Path(tmp, STATE_META).read_text(encoding="utf-8"), Path(tmp, STATE_ARRAYS).read_bytes())
+
+    def load(self, expected: PolicyState, where: str) -> PolicyState:
+        """The state, refused (:class:`~rtpo_data.errors.RtpoDataError`) unless it belongs to what
+        ``expected`` describes; ``where`` names the checkpoint in the message."""
+        from rtpo_data.errors import RtpoDataError
+        from rtpo_data.policies import STATE_ARRAYS, STATE_META, PolicyState
+
+        with tempfile.TemporaryDirectory(prefix="rtpo-policy-") as tmp:
+            Path(tmp, STATE_META).write_text(self.meta, encoding="utf-8")
+            Path(tmp, STATE_ARRAYS).write_bytes(self.arrays)
+            try:
+                return PolicyState.load(tmp, expected)
+            except RtpoDataError as exc:
+                raise RtpoDataError(str(exc).replace(os.fspath(tmp), where)) from None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PolicyCheckpoint, (self.meta, self.arrays))
+
+    def __repr__(self) -> str:
+        try:
+            meta = json.loads(self.meta)
+            what = f"{meta.get('policy')!r}, {meta.get('num_rows')} rows"
+        except ValueError:
+            what = "unreadable"
+        return f"PolicyCheckpoint({what}, {len(self.arrays)} bytes)"

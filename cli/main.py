@@ -413,6 +413,7 @@ They are listed here once TRL is installed: pip install 'rtpo-data[trl]'.
 """,
     "openrlhf": """\
 Usage: rtpo-data train openrlhf --curriculum DIR [--rtpo.total_steps N]
+                                [--rtpo.policy NAME] [--rtpo.success_threshold X]
                                 -- <openrlhf.cli.train_ppo_ray flags>
 
   Run OpenRLHF's own CLI (openrlhf.cli.train_ppo_ray) with prompts from an
@@ -423,6 +424,11 @@ rtpo-data options:
                          --data.prompt_dataset).
   --rtpo.total_steps N   Schedule horizon in training steps (default: the
                          curriculum's --total-steps).
+  --rtpo.policy NAME     Hint policy: global (the curriculum's schedule, the
+                         default), mixed or frontier (docs/policies.md).
+  --rtpo.success_threshold X
+                         Reward at or above which a completion counts as a
+                         success for the hint policy (default 0.5).
   --rtpo.allow_tokenizer_mismatch
                          Train even though the policy's tokenizer or chat
                          template is not the curriculum's.
@@ -490,7 +496,7 @@ def train_trl(ctx: typer.Context) -> None:
     add_help_option=False,
 )
 def train_openrlhf(ctx: typer.Context) -> None:
-    """GRPO in OpenRLHF's Ray trainer: --curriculum DIR [--rtpo.total_steps N] -- <openrlhf.cli.train_ppo_ray flags>."""
+    """GRPO in OpenRLHF's Ray trainer: --curriculum DIR [--rtpo.total_steps N] [--rtpo.policy NAME] -- <openrlhf.cli.train_ppo_ray flags>."""
     args = list(ctx.args)
     if _asks_for_help(args):
         _trainer_help("openrlhf", _openrlhf_main)

@@ -122,3 +122,75 @@ def base_flags(tiny: dict[str, Path], overrides: dict[str, str | None] | None = 
             continue
         flags += [f"--{key}"] if value == "" else [f"--{key}", value]
     return flags
+
+
+# -- the end-to-end driver (orlhf_drive.py) and what it records -----------------------------------
+
+
+def run_driver(work: Path, plan: list[dict], env: dict[str, str] | None = None, timeout: int = 540) -> tuple[list[dict], str]:
+    """Run ``plan`` in one driver process (orlhf_drive.py) in ``work``, with the hook in its
+    environment and ``env`` on top; returns (its events, its log). Fails the test if the driver fails."""
+    import json
+    import subprocess
+
+    import rtpo_data.adapters.openrlhf as adapter
+
+    (work / "plan.json").write_text(json.dumps(plan))
+    events = work / "events.jsonl"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE / "worker_site"), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "RTPO_TEST_EVENTS": str(events),
+        "RAY_RUNTIME_ENV_HOOK": adapter.HOOK,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for name in (adapter.TOTAL_STEPS_ENV, adapter.POLICY_ENV, adapter.SUCCESS_THRESHOLD_ENV):
+        full_env.pop(name, None)
+    full_env.update(env or {})
+    log = work / "driver.log"
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, str(HERE / "orlhf_drive.py"), str(work / "plan.json")], cwd=work,
+                              env=full_env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    text = log.read_text()
+    if proc.returncode != 0:
+        pytest.fail(f"the OpenRLHF driver failed ({proc.returncode}):\n" + text[-6000:])
+    return [json.loads(line) for line in events.read_text().splitlines() if line.strip()], text
+
+
+def split_runs(events: list[dict]) -> list[dict]:
+    """Per run: its requests and generations (each with the step ``at`` which it was made), its
+    training steps, its driver record, and the error of a run that had to fail."""
+    runs: list[dict] = []
+    for event in events:
+        kind = event["kind"]
+        if kind == "run":
+            runs.append({"requests": [], "generates": [], "fits": [], "init": None, "trainer": None, "start": 0,
+                         "error": None})
+            continue
+        run = runs[-1]
+        if kind == "init":
+            run["init"] = event
+            run["start"] = event["resumed_from"] or 0
+        elif kind in ("request", "generate"):
+            run[f"{kind}s"].append({**event, "at": run["start"] + len(run["fits"])})
+        elif kind == "fit":
+            run["fits"].append(event)
+        elif kind == "driver":
+            run["trainer"] = event["trainer"]
+        elif kind == "error":
+            run["error"] = event
+    return runs
+
+
+def step_logs(log: str) -> list[dict[int, dict]]:
+    """The status dict OpenRLHF's trainer logs after each training step ("Global step N: {...}"),
+    per trainer actor in the order the runs started: ``[{global_step: status}, ...]``."""
+    import ast
+    import re
+
+    per_actor: dict[str, dict[int, dict]] = {}
+    for match in re.finditer(r"\((\w+) pid=(\d+)\).*?Global step (\d+): (\{.*\})\s*$", log, re.M):
+        per_actor.setdefault(match.group(2), {})[int(match.group(3))] = ast.literal_eval(match.group(4))
+    return list(per_actor.values())

@@ -6,7 +6,9 @@ What is replaced, and nothing else:
   ``generate_responses`` and the real ``SingleTurnAgentExecutor``, which loads the reward file given
   to ``--reward.remote_url`` and calls it per sample) with ``generate`` answering without a model:
   for odd rows every other sample boxes the gold answer, otherwise it boxes -1. So odd rows' groups
-  score 0.5 on average and even rows' 0, which OpenRLHF's dynamic filtering rejects.
+  score 0.5 on average and even rows' 0, which OpenRLHF's dynamic filtering rejects. With
+  ``$RTPO_TEST_REWARD=capacity`` the rule is per (row, stage) instead: row ``r`` has capacity
+  ``r % 3``; at a stage up to its capacity every other sample is right (mean 0.5), above it none is.
 - The DeepSpeed policy model: :class:`FakePolicyActor` answers ``forward`` with zero log-probs,
   records what it is asked to train, and saves / loads OpenRLHF's checkpoint ``client_states`` in a
   tag folder with a ``latest`` file, as DeepSpeed does. It is a real ``BaseModelActor`` (OpenRLHF's
@@ -36,6 +38,7 @@ from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from openrlhf.utils.agent import SingleTurnAgentExecutor
 
 EVENTS_ENV = "RTPO_TEST_EVENTS"
+REWARD_ENV = "RTPO_TEST_REWARD"
 LOAD_TAG_ENV = "RTPO_TEST_LOAD_TAG"
 
 
@@ -77,12 +80,26 @@ class FakeRolloutActor(RolloutRayActor.__ray_actor_class__):
         row = int(re.search(r"Problem (\d+):", text).group(1))
         log_event(kind="generate", ids=list(prompt_token_ids), row=row, **self._request.get())
         k = self._samples_seen[text] = self._samples_seen.get(text, -1) + 1
-        completion = f" The answer is \\boxed{{{2 * row}}}." if row % 2 == 1 and k % 2 == 0 else " \\boxed{-1}"
+        completion = f" The answer is \\boxed{{{2 * row}}}." if k % 2 == 0 and solves(row, self._request.get()["label"]) \
+            else " \\boxed{-1}"
         ids = self.tokenizer.encode(completion, add_special_tokens=False)[: sampling_params.max_tokens]
         return SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, text=completion, finish_reason="stop", logprobs=None)])
 
     def get_num_unfinished_requests(self) -> int:
         return 0
+
+
+def capacity(row: int) -> int:
+    """The last stage at which row ``row`` is solved under ``$RTPO_TEST_REWARD=capacity``."""
+    return row % 3
+
+
+def solves(row: int, label) -> bool:
+    """Whether the double's samples of this request may be right (then every other one is)."""
+    if os.environ.get(REWARD_ENV) == "capacity":
+        stage = label.get("stage") if isinstance(label, dict) else None
+        return (stage or 0) <= capacity(row)
+    return row % 2 == 1
 
 
 def create_vllm_engines(num_engines, tensor_parallel_size, pretrain, *args, remote_rm_url=None, agent_func_path=None,

@@ -8,6 +8,10 @@ PLAN is a list of steps, run in order in one process (so one local Ray cluster s
     {"wrapper": [argv]}       rtpo_data.adapters.openrlhf.main(argv)
     {"resume": [src, dst, tag]}  copy checkpoint folder src to dst and point its "latest" at tag
 
+A "cli" or "wrapper" step with ``"expect_error": true`` is a run that must fail: its exception is
+recorded as an ``error`` event (its message, with the trainer actor's traceback when it failed in
+the actor) instead of ending the driver. Put it last: its actors are left behind.
+
 Only two names are replaced before the CLI runs: ``openrlhf.trainer.ray.create_vllm_engines`` and
 ``openrlhf.trainer.ray.ppo_actor.PolicyModelActor``; Ray, the CLI, the trainer actor, the sample
 generator, the experience maker and the checkpoint logic are OpenRLHF's. The first run's
@@ -44,17 +48,25 @@ for index, step in enumerate(plan):
             f.write(tag)
         continue
     orlhf_doubles.log_event(kind="run", index=index)
-    if "cli" in step:
-        saved = sys.argv
-        sys.argv = ["openrlhf.cli.train_ppo_ray", *step["cli"]]
-        try:
-            runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
-        finally:
-            sys.argv = saved
-    else:
-        from rtpo_data.adapters.openrlhf import main
+    try:
+        if "cli" in step:
+            saved = sys.argv
+            sys.argv = ["openrlhf.cli.train_ppo_ray", *step["cli"]]
+            try:
+                runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+            finally:
+                sys.argv = saved
+        else:
+            from rtpo_data.adapters.openrlhf import main
 
-        main(step["wrapper"])
+            main(step["wrapper"])
+    except Exception as exc:  # noqa: BLE001 - recorded for the test to read
+        if not step.get("expect_error"):
+            raise
+        orlhf_doubles.log_event(kind="error", type=type(exc).__name__, message=str(exc))
+        continue
+    if step.get("expect_error"):
+        orlhf_doubles.log_event(kind="error", type=None, message=None)
     import openrlhf.trainer.ppo_trainer as ppo_trainer
 
     trainer = ppo_trainer.PPOTrainer.__ray_actor_class__

@@ -53,7 +53,7 @@ def test_hints_shrink_step_by_step_as_the_curriculum_says(tiny):
             stage = cur.stage_at(step)
             assert (source, images) == ("default", None)
             assert prompt == cur.render([row], stage)[0]
-            assert label == {"answer": cur.answer(row), "row_id": cur.row_id(row), "step": step, "stage": stage,
+            assert label == {"answer": cur.answer(row), "row_id": cur.row_id(row), "index": row, "step": step, "stage": stage,
                              "kept_fraction": pytest.approx(cur.cut(row, stage)[0] / cur.trace_tokens([row])[0])}
             kept.append(label["kept_fraction"])
         assert kept[0] == 1.0 and kept == sorted(kept, reverse=True) and len(set(kept)) > 2

@@ -19,14 +19,10 @@ step to one event file in the order they happen, which gives each its training s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import HERE, ROWS, base_flags
+from conftest import ROWS, base_flags, run_driver, split_runs
 
-import rtpo_data.adapters.openrlhf as adapter
 from rtpo_data import Curriculum
 
 pytestmark = pytest.mark.openrlhf
@@ -35,27 +31,6 @@ N = 4  # --rollout.n_samples_per_prompt
 EVAL_N = 2  # --eval.n_samples_per_prompt
 BATCH = 2  # --rollout.batch_size
 RESUME_AT = 3
-
-
-def _runs(events: list[dict]) -> list[dict]:
-    """Per run: its requests (each with the step it was made at), its training steps, its driver record."""
-    runs: list[dict] = []
-    for event in events:
-        kind = event["kind"]
-        if kind == "run":
-            runs.append({"requests": [], "generates": [], "fits": [], "init": None, "trainer": None, "start": 0})
-            continue
-        run = runs[-1]
-        if kind == "init":
-            run["init"] = event
-            run["start"] = event["resumed_from"] or 0
-        elif kind in ("request", "generate"):
-            run[f"{kind}s"].append({**event, "at": run["start"] + len(run["fits"])})
-        elif kind == "fit":
-            run["fits"].append(event)
-        elif kind == "driver":
-            run["trainer"] = event["trainer"]
-    return runs
 
 
 @pytest.fixture(scope="module")
@@ -78,26 +53,9 @@ def runs(tiny, tmp_path_factory):
         {"wrapper": ["--curriculum", str(tiny["cur"]), "--", *resumed]},
         {"cli": bos},
     ]
-    (work / "plan.json").write_text(json.dumps(plan))
-    events = work / "events.jsonl"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE / "worker_site"), str(HERE), os.environ.get("PYTHONPATH", "")]),
-        "RTPO_TEST_EVENTS": str(events),
-        "RAY_RUNTIME_ENV_HOOK": adapter.HOOK,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_DEDUP_LOGS": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    env.pop(adapter.TOTAL_STEPS_ENV, None)
-    log = work / "driver.log"
-    with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, str(HERE / "orlhf_drive.py"), str(work / "plan.json")], cwd=work, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, timeout=540)
-    if proc.returncode != 0:
-        pytest.fail(f"the OpenRLHF driver failed ({proc.returncode}):\n" + log.read_text()[-6000:])
-    parsed = _runs([json.loads(line) for line in events.read_text().splitlines() if line.strip()])
-    assert len(parsed) == 3, log.read_text()[-6000:]
+    events, log = run_driver(work, plan)
+    parsed = split_runs(events)
+    assert len(parsed) == 3, log[-6000:]
     return parsed
 
 

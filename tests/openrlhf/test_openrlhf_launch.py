@@ -25,7 +25,8 @@ def stock_trainer(monkeypatch):
     import openrlhf.trainer.ppo_trainer as ppo_trainer
 
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", adapter.STOCK_PPO_TRAINER)
-    for name in ("RAY_RUNTIME_ENV_HOOK", adapter.TOTAL_STEPS_ENV, adapter.ALLOW_TOKENIZER_ENV):  # the wrapper sets them
+    for name in ("RAY_RUNTIME_ENV_HOOK", adapter.TOTAL_STEPS_ENV, adapter.ALLOW_TOKENIZER_ENV, adapter.POLICY_ENV,
+                 adapter.SUCCESS_THRESHOLD_ENV):  # the wrapper sets them
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     return ppo_trainer
@@ -248,3 +249,128 @@ def test_a_policy_tokenizer_that_is_not_the_curriculums_is_refused(tiny, stock_t
     assert len(no_launch) == 1 and os.environ[adapter.ALLOW_TOKENIZER_ENV] == "1"
     assert adapter.runtime_env_hook({})["env_vars"][adapter.ALLOW_TOKENIZER_ENV] == "1"
     adapter.check_policy_tokenizer(get_tokenizer(str(tiny["model_bos"]), None, "left"), [cur])
+
+
+# -- the hint policy: --rtpo.policy / RTPO_DATA_POLICY, --rtpo.success_threshold ----------------------
+
+
+def test_wrapper_passes_the_policy_and_success_threshold_to_the_trainer(tiny, stock_trainer, no_launch):
+    """The launcher's flags become the variables the hook hands every worker of the job, where the
+    trainer actor reads them; without flags: the global schedule and 0.5."""
+    import os
+
+    flags = base_flags(tiny, {"data.prompt_dataset": None})
+    adapter.main(["--curriculum", str(tiny["cur"]), "--", *flags])
+    assert (os.environ[adapter.POLICY_ENV], os.environ[adapter.SUCCESS_THRESHOLD_ENV]) == ("global", "0.5")
+    adapter.main(["--curriculum", str(tiny["cur"]), "--rtpo.policy", "frontier", "--rtpo.success_threshold", "0.75",
+                  "--", *flags])
+    assert (os.environ[adapter.POLICY_ENV], os.environ[adapter.SUCCESS_THRESHOLD_ENV]) == ("frontier", "0.75")
+    assert len(no_launch) == 2 and "--rtpo.policy" not in no_launch[1].argv  # OpenRLHF's parser never sees ours
+    env = adapter.runtime_env_hook({})["env_vars"]
+    assert (env[adapter.POLICY_ENV], env[adapter.SUCCESS_THRESHOLD_ENV]) == ("frontier", "0.75")
+    assert adapter.resolve_policy().name == "frontier" and adapter.resolve_success_threshold() == 0.75
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        adapter.main(["--curriculum", str(tiny["cur"]), "--rtpo.policy", "adaptive", "--", *flags])
+
+
+def test_a_policy_or_threshold_the_hook_cannot_use_is_refused(stock_trainer, monkeypatch):
+    monkeypatch.setenv(adapter.POLICY_ENV, "adaptive")
+    with pytest.raises(RtpoDataError, match=r"RTPO_DATA_POLICY = 'adaptive': use one of global, mixed, frontier"):
+        adapter.runtime_env_hook({})
+    monkeypatch.setenv(adapter.POLICY_ENV, "mixed")
+    monkeypatch.setenv(adapter.SUCCESS_THRESHOLD_ENV, "half")
+    with pytest.raises(RtpoDataError, match="RTPO_DATA_SUCCESS_THRESHOLD = 'half': give a number"):
+        adapter.runtime_env_hook({})
+
+
+def test_a_policy_that_learns_needs_rewards_at_generation(tiny, stock_trainer, no_launch, monkeypatch):
+    """A reward model scores samples after generation; the policy observes groups in the sample generator,
+    before dynamic filtering, where only reward functions (--reward.remote_url, agents) have scored them."""
+    rm = {"data.prompt_dataset": None, "reward.remote_url": None, "reward.model_name_or_path": "some/reward-model"}
+    with pytest.raises(RtpoDataError, match=r"--reward.model_name_or_path without --reward.remote_url.*--rtpo.policy global or mixed"):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--rtpo.policy", "frontier", "--", *base_flags(tiny, rm)])
+    assert no_launch == []
+    # the schedule and mixed choose stages without rewards (they only lose the rtpo/ group figures)
+    adapter.main(["--curriculum", str(tiny["cur"]), "--", *base_flags(tiny, rm)])
+    adapter.main(["--curriculum", str(tiny["cur"]), "--rtpo.policy", "mixed", "--", *base_flags(tiny, rm)])
+    assert len(no_launch) == 2
+    args = parse_openrlhf(base_flags(tiny, {"reward.remote_url": None, "reward.model_name_or_path": "some/rm"}))
+    monkeypatch.setenv(adapter.POLICY_ENV, "frontier")
+    monkeypatch.setattr(sys.modules["__main__"], "args", args, raising=False)
+    with pytest.raises(RtpoDataError, match="--reward.model_name_or_path without"):
+        adapter.runtime_env_hook({})
+
+
+def test_a_policy_needs_a_schedule_going_down(tiny, tmp_path):
+    from rtpo_data import BuildConfig, build
+
+    from helpers import write_jsonl
+    from trl_helpers import tiny_rows
+
+    src = write_jsonl(tmp_path / "rows.jsonl", tiny_rows(4))
+    build(BuildConfig(source=str(src), out=str(tmp_path / "up"), tokenizer=str(tiny["model"]), total_steps=4, stages=4,
+                      unit="word", direction="up"))
+    cur = Curriculum.open(tmp_path / "up")
+    args = parse_openrlhf(base_flags(tiny, {"data.prompt_dataset": str(tmp_path / "up")}))
+    adapter.check_openrlhf_args(args, cur)  # the global schedule goes either way
+    with pytest.raises(RtpoDataError, match="needs a schedule going down"):
+        adapter.check_openrlhf_args(args, cur, adapter.resolve_policy("mixed"))
+
+
+def test_generating_ahead_of_the_step_is_refused(tiny, stock_trainer, no_launch):
+    with pytest.raises(RtpoDataError, match="--rollout.vllm_generate_batch_size 4 > --rollout.batch_size 2"):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--",
+                      *base_flags(tiny, {"data.prompt_dataset": None, "rollout.vllm_generate_batch_size": "4"})])
+    assert no_launch == []
+
+
+def test_the_observation_hook_is_checked_against_openrlhfs_sample_generator(tiny, monkeypatch):
+    """OpenRLHF 0.11.2 makes every response into an experience before dynamic filtering: the hook's place.
+    A sample generator that filters first is refused for a policy that learns (and only warned about for
+    the schedule and mixed, which choose without rewards)."""
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+
+    assert adapter.observation_hook_problem() is None
+
+    class FiltersFirst(SamplesGenerator):
+        def _generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **generate_kwargs):
+            responses = []
+            if dynamic_filtering:
+                responses = [r for r in responses if r]
+            return [self._process_response_into_experience(r) for r in responses], 0, True
+
+    monkeypatch.setattr(adapter._ppo, "SamplesGenerator", FiltersFirst)
+    assert "before dynamic filtering" in adapter.observation_hook_problem()
+    args = parse_openrlhf(base_flags(tiny))
+    cur = Curriculum.open(tiny["cur"])
+    adapter.check_openrlhf_args(args, cur)
+    adapter.check_openrlhf_args(args, cur, adapter.resolve_policy("mixed"))
+    with pytest.raises(RtpoDataError, match="--rtpo.policy frontier: in the installed OpenRLHF"):
+        adapter.check_openrlhf_args(args, cur, adapter.resolve_policy("frontier"))
+
+
+def test_the_sample_generator_refuses_to_miss_a_group(monkeypatch):
+    """At run time too: a generation call that consumed more prompts than the hook saw groups stops the run."""
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+
+    monkeypatch.setattr(SamplesGenerator, "_generate_vllm", lambda self, *a, **k: ([], 3, False))
+    seen = []
+    gen = adapter.RTPOSamplesGenerator.__new__(adapter.RTPOSamplesGenerator)
+    gen._rtpo_observe, gen._rtpo_groups, gen._rtpo_training = seen.append, None, False
+    assert gen._generate_vllm(None, 2, True) == ([], 3, False)  # evaluation: not observed
+    gen._rtpo_training = True
+    with pytest.raises(RtpoDataError, match="saw 0 groups of the 3 prompts"):
+        gen._generate_vllm(None, 2, True)
+    assert seen == []
+
+
+def test_the_commands_help_without_openrlhf_names_every_launcher_flag(capsys):
+    """rtpo-data train openrlhf --help prints TRAIN_HELP when OpenRLHF is missing: the same --rtpo flags
+    as the launcher's own help."""
+    from rtpo_data.cli.main import TRAIN_HELP
+
+    with pytest.raises(SystemExit):
+        adapter.main(["--help"])
+    ours = set(re.findall(r"--rtpo\.\w+", capsys.readouterr().out))
+    assert ours == set(re.findall(r"--rtpo\.\w+", TRAIN_HELP["openrlhf"]))
+    assert {"--rtpo.policy", "--rtpo.success_threshold", "--rtpo.total_steps"} <= ours
