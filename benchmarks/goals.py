@@ -98,11 +98,17 @@ ANSWER_SPLIT = Goal(
     "answer split",
     "split_answer per row on GSM8K test and MATH test, one share of the build's per-row Python work")
 
+RESCHEDULE = Goal(
+    "reschedule vs build",
+    "rtpo-data reschedule of a built curriculum over rtpo-data build of its source with the same new options "
+    "(whole commands, fresh processes): a new schedule, and a new (narrower) unit",
+    0.1, unit="x")
+
 RSS_NOISE_MB = 5.0  # the allocator's noise: open's memory deltas under this count as this much
 
 GOALS: dict[str, Goal] = {g.name: g for g in (
     BUILD_VS_BARE, NUM_PROC, RENDER_VS_RETOKENIZE, PER_ROW_US, PER_ROW_LONG_US, OPEN_TIME, OPEN_MEMORY,
-    RENDER_VS_ROWS, BUILD_MEMORY, DISK_PER_ROW, TRL_PROMPTS, ANSWER_SPLIT)}
+    RENDER_VS_ROWS, BUILD_MEMORY, DISK_PER_ROW, TRL_PROMPTS, ANSWER_SPLIT, RESCHEDULE)}
 
 
 if __name__ == "__main__":
