@@ -11,8 +11,9 @@ of batches in flight, so memory does not grow with the number of rows.
 
 The shard plan is fixed by the source alone: shard i holds the rows kept of source rows
 ``[i * shard_rows, (i + 1) * shard_rows)``, processed in batches of ``batch_size`` rows from the
-shard's first row (:func:`plan_batches`), and is written by :func:`write_shard`, so a shard can be
-built on its own and still come out the same.
+shard's first row (:func:`plan_batches`), and is written by :func:`write_shard`. The Ray engine
+(:mod:`rtpo_data.ray_build`, ``engine="ray"``) builds the same shards with the same function on a
+cluster, so both engines write the same bytes.
 """
 
 from __future__ import annotations
@@ -763,6 +764,10 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
     out = Path(config.out)
     if out.exists() and not config.overwrite:
         raise RtpoDataError(f"Output {out} already exists. Pass --overwrite to replace it, or choose another --out.")
+    if config.engine == "ray":
+        from rtpo_data import ray_build
+
+        ray_build.import_ray()  # before anything is read: a missing Ray is named at once
     spec = SourceSpec(path=config.source, split=config.split, subset=config.subset, format=config.source_format)
     source_name = Path(config.source).name if os.path.exists(config.source) else config.source
     available = source_columns(spec)
@@ -786,7 +791,10 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
         # Shards are built in folders of their own under a name no other build uses, then moved.
         work = tmp / f".shards-{uuid.uuid4().hex[:12]}"
         work.mkdir()
-        shards = _build_shards(config, spec, cmap, source_name, probe, work, progress)
+        if config.engine == "ray":
+            shards = ray_build.build_shards(config, spec, cmap, source_name, probe, work, progress)
+        else:
+            shards = _build_shards(config, spec, cmap, source_name, probe, work, progress)
         written = _summary(config, spec, cmap, source_name, probe, shards)
         written["shards"] = commit_shards(tmp, shards)
         shutil.rmtree(work)
