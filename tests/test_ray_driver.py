@@ -128,3 +128,21 @@ def test_one_worker_builds_the_shards_in_order(source: Path, tmp_path: Path, mon
     # shard only the driver can see (it keeps the ids), so shard 2 is built again knowing row 44's.
     assert [(args[0].index, args[2]) for args in ray.calls["build"]] == [
         (0, set()), (1, set()), (2, set()), (2, {44}), (3, set()), (4, set())]
+
+
+def test_a_worker_that_cannot_load_the_tokenizer_is_named(source: Path, tmp_path: Path, monkeypatch) -> None:
+    from rtpo_data.errors import RtpoDataError
+
+    class NoTokenizerHere:
+        def __init__(self, *args: Any) -> None:
+            raise RtpoDataError("Cannot load tokenizer '/models/qwen': no such folder.")
+
+    ray = InlineRay(cpus=2)
+    monkeypatch.setattr(ray_build, "import_ray", lambda: ray)
+    monkeypatch.setattr(ray_build, "BatchProcessor", NoTokenizerHere)  # in the workers only: the driver's loads
+    out = tmp_path / "ray"
+    with pytest.raises(RtpoDataError, match=r"^A Ray worker could not load the tokenizer: Cannot load tokenizer "
+                                            r"'/models/qwen': no such folder\. Every worker loads 'offline:qwen3' "
+                                            r"itself: it must be installed or reachable on every node\.$"):
+        build(BuildConfig(source=str(source), out=str(out), engine="ray", **SHARDED), progress=False)
+    assert not out.exists() and not out.with_name("ray.incomplete").exists()
