@@ -223,7 +223,10 @@ class _Driver:
                     self._take_in_order()
                     if bar is not None:
                         shards = self._snapshot().values()
-                        update_progress(bar, sum(s[1] for s in shards), sum(s[2] for s in shards), t0)
+                        if shards:
+                            update_progress(bar, sum(s[1] for s in shards), sum(s[2] for s in shards), t0)
+                        else:
+                            bar.update(bar.task_ids[0], rate=f"starting {self.workers} Ray workers")
             return self.accepted
         finally:
             for actor in [*self.starting.values(), *self.idle, *(a for a, _, _ in self.running.values()), self.tracker]:
