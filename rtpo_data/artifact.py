@@ -111,7 +111,8 @@ RECORD_BATCH_BYTES = 64 << 20
 
 
 class ShardWriter:
-    """Writes one table as a sequence of stream shards, starting a new shard every ``shard_rows``.
+    """Writes one table as a sequence of stream shards, starting a new shard every ``shard_rows`` rows
+    or at :meth:`end_shard`.
 
     Incoming batches are gathered into record batches of about ``RECORD_BATCH_BYTES``. Shards get
     their final ``-of-N`` names in :meth:`finish`, once N is known. A table of fixed-width rows (the
@@ -154,6 +155,12 @@ class ShardWriter:
                 self._flush()
             if self._rows >= self.shard_rows:
                 self._close()
+
+    def end_shard(self) -> None:
+        """End the open shard here, whatever its row count: the next rows start a new shard."""
+        self._flush()
+        if self._writer is not None:
+            self._close()
 
     def _flush(self) -> None:
         if not self._pending:

@@ -8,6 +8,12 @@ Per batch of source rows (in this process, or in ``num_proc`` worker processes):
 
 The main process only reads the source and writes shards, in source order, with a bounded number
 of batches in flight, so memory does not grow with the number of rows.
+
+The shard plan is fixed by the source alone: shard i holds the rows kept of source rows
+``[i * shard_rows, (i + 1) * shard_rows)``, processed in batches of ``batch_size`` rows from the
+shard's first row (:func:`plan_batches`), and is written by :func:`write_shard`. The Ray engine
+(:mod:`rtpo_data.ray_build`, ``engine="ray"``) builds the same shards with the same function on a
+cluster, so both engines write the same bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
+import functools
 import gc
+import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -24,7 +34,8 @@ import shutil
 import sys
 import time
 import unicodedata
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import chain
@@ -39,11 +50,13 @@ from rtpo_data.artifact import (
     FORMAT_VERSION,
     ROW_COLUMNS,
     Manifest,
+    ShardInfo,
     ShardWriter,
     cuts_schema,
     exclusive_build,
     publish,
     shard_infos_to_json,
+    shard_name,
     write_manifest,
 )
 from rtpo_data.checks import answer_statement, drifted, leaks_answer
@@ -87,10 +100,11 @@ class BuildResult:
 
 
 @dataclass
-class _BatchOut:
+class BatchOut:
     rows: pa.RecordBatch | None
     cuts: pa.RecordBatch | None
     read: int
+    position: int = 0  # the source position of the batch's first row
     dropped: collections.Counter = field(default_factory=collections.Counter)
     split_formats: collections.Counter = field(default_factory=collections.Counter)
     answers_derived: int = 0
@@ -105,7 +119,7 @@ class _BatchOut:
     leaks: np.ndarray | None = None  # per stage: checked rows whose hint leaks the answer
 
 
-class _BatchProcessor:
+class BatchProcessor:
     """Everything a worker needs, built once per process (tokenizer loading is the slow part)."""
 
     def __init__(self, config: BuildConfig, cmap: ColumnMap, source_name: str) -> None:
@@ -146,14 +160,14 @@ class _BatchProcessor:
             return text[len(self._strip_bos):]
         return text
 
-    def process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
+    def process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> BatchOut:
         # A batch makes millions of small objects (token ids, offset pairs) that hold no reference
         # cycles and die together at its end; the cyclic collector's passes over them are pure cost.
         with _gc_paused():
             return self._process(rows, first_position, checked_before)
 
-    def _process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
-        out = _BatchOut(rows=None, cuts=None, read=len(rows))
+    def _process(self, rows: list[dict[str, Any]], first_position: int, checked_before: int) -> BatchOut:
+        out = BatchOut(rows=None, cuts=None, read=len(rows), position=first_position)
         keep: list[Any] = []
         parts = []
         traces: list[str] = []
@@ -313,7 +327,7 @@ class _BatchProcessor:
                 self._suffix_cache[suffix] = ids
         return ids
 
-    def _check(self, out: _BatchOut, cuts: Any, count: int) -> None:
+    def _check(self, out: BatchOut, cuts: Any, count: int) -> None:
         """The build's sample checks on the first ``count`` rows of this batch (see :func:`sample_checks`),
         rendered from the batch about to be written."""
         table = PromptTable(pa.Table.from_batches([out.rows]), [cuts.hint_tokens], [cuts.hint_chars], self.num_stages,
@@ -440,69 +454,120 @@ def _kept_column(name: str, values: list[Any], source_name: str, first_position:
     return array.cast(pa.string()) if pa.types.is_null(array.type) else array
 
 
-_WORKER: _BatchProcessor | None = None  # one per worker process, set by the pool initializer
+_WORKER: BatchProcessor | None = None  # one per worker process, set by the pool initializer
 
 
 def _init_worker(config: BuildConfig, cmap: ColumnMap, source_name: str) -> None:
     global _WORKER
     # Each worker is one of num_proc processes: the tokenizer's own thread pool would oversubscribe.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _WORKER = _BatchProcessor(config, cmap, source_name)
+    _WORKER = BatchProcessor(config, cmap, source_name)
 
 
-def _work(rows: list[dict[str, Any]], first_position: int, checked_before: int) -> _BatchOut:
+def _work(rows: list[dict[str, Any]], first_position: int, checked_before: int) -> BatchOut:
     assert _WORKER is not None  # set by _init_worker in this process
     return _WORKER.process(rows, first_position, checked_before)
 
 
 # ---------------------------------------------------------------------------------------------
-# Orchestration (main process)
+# The shard plan: which source rows each shard and each batch holds
 # ---------------------------------------------------------------------------------------------
 
 
-def _batches(spec: SourceSpec, batch_size: int, limit: int | None, id_column: str | None) -> Iterator[tuple[list, int]]:
-    """Source batches with their first position; a row whose id was seen before becomes None.
+@dataclass(frozen=True)
+class ShardJob:
+    """Shard ``index`` of a build: the rows it keeps of source rows ``start`` to ``stop - 1``."""
 
-    Ids are remembered as 8-byte hashes, so a 10-million-row source costs about 80 MB here.
+    index: int
+    start: int
+    stop: int
+
+    def __str__(self) -> str:
+        return f"shard {self.index} (source rows {self.start}-{self.stop - 1})"
+
+
+def plan_shards(rows: int, shard_rows: int) -> list[ShardJob]:
+    """The shards of a source of ``rows`` rows: fixed ranges of ``shard_rows`` source rows."""
+    return [ShardJob(i, start, min(start + shard_rows, rows)) for i, start in enumerate(range(0, rows, shard_rows))]
+
+
+def plan_batches(row_batches: Iterable[list[dict]], start: int, stop: int | None, shard_rows: int,
+                 batch_size: int) -> Iterator[tuple[list[dict], int]]:
+    """Source rows from position ``start`` (up to ``stop``) as the build's batches, with their first
+    positions: ``batch_size`` rows at a time from the start of each shard, the last batch of a shard
+    shorter, so no batch spans two shards. Both engines cut batches this way, so a shard's batches,
+    and with them its bytes, do not depend on which engine reads it or from where."""
+    position, pending = start, []
+
+    def end_of(first: int) -> int:
+        end = min(first + batch_size, (first // shard_rows + 1) * shard_rows)
+        return end if stop is None else min(end, stop)
+
+    end = end_of(position)
+    if end <= position:
+        return
+    for rows in row_batches:
+        taken = 0
+        while taken < len(rows):
+            take = min(len(rows) - taken, end - position - len(pending))
+            pending.extend(rows[taken:taken + take])
+            taken += take
+            if position + len(pending) == end:
+                yield pending, position
+                position, pending = end, []
+                end = end_of(position)
+                if end <= position:
+                    return
+    if pending:
+        yield pending, position
+
+
+def id_key(value: Any) -> int:
+    """A row id as 8 bytes of hash, the same in every process (``hash`` of a string is not)."""
+    digest = hashlib.blake2b(repr(value).encode("utf-8", "backslashreplace"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def mark_duplicates(batches: Iterable[tuple[list, int]], id_column: str | None, seen: set[int],
+                    also: frozenset[int] = frozenset(),
+                    first_seen: list[tuple[int, int]] | None = None) -> Iterator[tuple[list, int]]:
+    """Batches in which a row whose id was ``seen`` before (or whose position is in ``also``) is
+    replaced by None, which the batch processor counts as ``duplicate_id``. Ids are remembered in
+    ``seen`` as :func:`id_key`; ``first_seen`` collects ``(key, position)`` of each id seen first here.
+
+    Ids are remembered as 8-byte hashes: a 10-million-row source costs several hundred MB here.
     """
-    position = 0
-    seen: set[int] = set()
-    for batch in iter_batches(spec, batch_size):
-        if limit is not None and position + len(batch) > limit:
-            batch = batch[: limit - position]
-        if id_column is not None:
-            marked: list[dict | None] = []
-            for row in batch:
-                key = hash(repr(row.get(id_column))) if row.get(id_column) is not None else None
-                if key is not None and key in seen:
-                    marked.append(None)
-                else:
-                    if key is not None:
-                        seen.add(key)
-                    marked.append(row)
-            batch = marked
-        if batch:
-            yield batch, position
-        position += len(batch)
-        if limit is not None and position >= limit:
-            return
+    for rows, position in batches:
+        if id_column is None:
+            yield rows, position
+            continue
+        marked: list[dict | None] = []
+        for offset, row in enumerate(rows):
+            value = row.get(id_column)
+            key = None if value is None else id_key(value)
+            if key is not None and (key in seen or position + offset in also):
+                marked.append(None)
+                seen.add(key)
+                continue
+            if key is not None:
+                seen.add(key)
+                if first_seen is not None:
+                    first_seen.append((key, position + offset))
+            marked.append(row)
+        yield marked, position
 
 
-def _ordered_results(config, cmap, source_name, batches, processor: _BatchProcessor) -> Iterator[_BatchOut]:
+def process_in_order(config, cmap, source_name, batches, processor: BatchProcessor) -> Iterator[BatchOut]:
     """Process batches in order with at most ``2 * num_proc`` of them in flight (bounded memory).
 
     With ``num_proc=1`` two batches are in flight on threads of this process: the tokenizer releases
     the GIL while it encodes, so one batch's tokenization overlaps the other's Python work (reading,
     answer splitting, Arrow conversion) instead of waiting for it.
     """
-    # Check-sample rows come from the first batches; every batch samples from its own start.
-    def sampled_before() -> Iterator[tuple[list, int, int]]:
-        left = config.check_sample
-        for rows, position in batches:
-            yield rows, position, config.check_sample - left
-            left = max(0, left - len(rows))
-
-    jobs = sampled_before()
+    # Check-sample rows come from the first batches; every batch samples from its own start, within
+    # what the source rows before it left of the sample (the same for any engine: a pure function of
+    # the batch's position).
+    jobs = ((rows, position, min(config.check_sample, position)) for rows, position in batches)
     if config.num_proc == 1:
         with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rtpo-build") as threads:
             yield from _in_order((threads.submit(processor.process, *job) for job in jobs), 2, lambda f: f.result())
@@ -513,7 +578,7 @@ def _ordered_results(config, cmap, source_name, batches, processor: _BatchProces
         yield from _in_order((pool.apply_async(_work, job) for job in jobs), 2 * config.num_proc, lambda r: r.get())
 
 
-def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator[_BatchOut]:
+def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator[BatchOut]:
     """Results of the submitted jobs in submission order, keeping at most ``in_flight`` submitted."""
     pending: collections.deque = collections.deque()
     for job in submitted:
@@ -522,6 +587,124 @@ def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator
             yield result(pending.popleft())
     while pending:
         yield result(pending.popleft())
+
+
+# ---------------------------------------------------------------------------------------------
+# One shard: its batches written as rows-/cuts- files, and its part of the build's stats
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardOut:
+    """A built shard: its files (in their own folder until the build commits them) and its part of
+    the build's stats, all exact sums, so the stats of a build do not depend on where its shards were
+    built. Small and picklable: it is what a Ray worker hands back to the driver."""
+
+    index: int
+    start: int
+    folder: str
+    num_stages: int
+    read: int = 0
+    rows: ShardInfo | None = None  # the rows file (None: the shard kept no row)
+    cuts: ShardInfo | None = None
+    schema: pa.Schema | None = None  # of the rows table
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+    split_formats: collections.Counter = field(default_factory=collections.Counter)
+    answers_derived: int = 0
+    leak_trimmed: int = 0
+    trace_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    hint_sums: np.ndarray | None = None
+    kept_sums: np.ndarray | None = None
+    checked: int = 0
+    drift: np.ndarray | None = None
+    drift_checked: np.ndarray | None = None
+    leaks: np.ndarray | None = None
+    tokens: int = 0  # trace tokens of the kept rows
+    # Set by the Ray engine: the ids seen first in this shard, as (id_key, source position) columns.
+    first_ids: np.ndarray | None = None
+    first_id_rows: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        zeros = functools.partial(np.zeros, self.num_stages, dtype=np.int64)
+        for name in ("hint_sums", "kept_sums", "drift", "drift_checked", "leaks"):
+            if getattr(self, name) is None:
+                setattr(self, name, zeros())
+
+    @property
+    def kept(self) -> int:
+        return len(self.trace_tokens)
+
+    def add(self, out: BatchOut) -> None:
+        """Count a batch in (its token counts are gathered by :func:`write_shard`)."""
+        self.read += out.read
+        self.dropped.update(out.dropped)
+        self.leak_trimmed += out.leak_trimmed
+        if out.rows is None:
+            return
+        self.split_formats.update(out.split_formats)
+        self.answers_derived += out.answers_derived
+        self.hint_sums += out.hint_token_sums
+        self.kept_sums += out.kept_fraction_sums
+        self.tokens += int(out.trace_tokens.sum(dtype=np.int64))
+        if out.checked_rows:
+            self.checked += out.checked_rows
+            self.drift += out.drift
+            self.drift_checked += out.drift_checked
+            self.leaks += out.leaks
+
+
+def write_shard(folder: Path, job: ShardJob, outs: Iterable[BatchOut], num_stages: int, source_name: str,
+                schema: pa.Schema | None = None, on_batch: Callable[[BatchOut], None] | None = None) -> ShardOut:
+    """Build one shard from its processed batches, in order: make ``folder``, write the rows and cuts
+    the batches kept (``rows-00000-of-00001.arrow``, ``cuts-...``; none if they kept no row) with
+    :class:`~rtpo_data.artifact.ShardWriter`, and sum the shard's stats. Both engines build every
+    shard with it, which is what makes their artifacts the same bytes.
+
+    ``schema`` is the rows table's schema, once an earlier shard has set it: kept columns are typed by
+    the build's first kept batch, and later batches are cast to it (else the first batch here sets it).
+    """
+    folder.mkdir()
+    shard = ShardOut(index=job.index, start=job.start, folder=str(folder), num_stages=num_stages)
+    rows_writer: ShardWriter | None = None
+    cuts_writer = ShardWriter(folder, "cuts", cuts_schema(num_stages), job.stop - job.start)
+    trace_tokens, prompt_tokens = [shard.trace_tokens], [shard.prompt_tokens]
+    try:
+        for out in outs:
+            shard.add(out)
+            if out.rows is not None:
+                trace_tokens.append(out.trace_tokens)
+                prompt_tokens.append(out.prompt_tokens)
+                if rows_writer is None:
+                    rows_writer = ShardWriter(folder, "rows", schema or out.rows.schema, job.stop - job.start)
+                rows_writer.write(_conform(out.rows, rows_writer.schema, source_name, out.position + out.read))
+                cuts_writer.write(out.cuts)
+            if on_batch is not None:
+                on_batch(out)
+        rows_infos = rows_writer.finish() if rows_writer is not None else []
+        cuts_infos = cuts_writer.finish()
+    except BaseException:
+        for writer in (rows_writer, cuts_writer):
+            if writer is not None:
+                writer.abort()
+        raise
+    shard.trace_tokens, shard.prompt_tokens = np.concatenate(trace_tokens), np.concatenate(prompt_tokens)
+    if rows_infos:
+        shard.rows, shard.cuts, shard.schema = rows_infos[0], cuts_infos[0], rows_writer.schema
+    return shard
+
+
+def commit_shards(directory: Path, shards: list[ShardOut]) -> dict[str, list[dict[str, Any]]]:
+    """Move the files of the shards that kept rows into ``directory`` under their final names, in
+    shard order (``rows-00002-of-00005.arrow``): the manifest's ``shards``."""
+    kept = [s for s in shards if s.rows is not None]
+    infos: dict[str, list[ShardInfo]] = {"rows": [], "cuts": []}
+    for i, shard in enumerate(kept):
+        for table, info in (("rows", shard.rows), ("cuts", shard.cuts)):
+            name = shard_name(table, i, len(kept))
+            os.rename(Path(shard.folder) / info.name, directory / name)
+            infos[table].append(dataclasses.replace(info, name=name))
+    return {table: shard_infos_to_json(v) for table, v in infos.items()}
 
 
 def percentiles(values: np.ndarray) -> dict[str, float]:
@@ -539,7 +722,9 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _progress(enabled: bool | None, total: int | None):
+def progress_bar(enabled: bool | None, total: int | None):
+    """The build's progress bar on stderr (rows, tokens/s, elapsed, ETA), on a terminal by default;
+    ``update(bar, rows, tokens, started)`` moves it."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -559,6 +744,16 @@ def _progress(enabled: bool | None, total: int | None):
     return progress
 
 
+def update_progress(bar: Any, rows: int, tokens: int, started: float) -> None:
+    rate = tokens / max(time.perf_counter() - started, 1e-9)
+    bar.update(bar.task_ids[0], completed=rows, rate=f"{rate:,.0f} tok/s")
+
+
+# ---------------------------------------------------------------------------------------------
+# The build (main process)
+# ---------------------------------------------------------------------------------------------
+
+
 def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
     """Build a curriculum as configured; see :class:`BuildConfig` for every option.
 
@@ -569,6 +764,10 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
     out = Path(config.out)
     if out.exists() and not config.overwrite:
         raise RtpoDataError(f"Output {out} already exists. Pass --overwrite to replace it, or choose another --out.")
+    if config.engine == "ray":
+        from rtpo_data import ray_build
+
+        ray_build.import_ray()  # before anything is read: a missing Ray is named at once
     spec = SourceSpec(path=config.source, split=config.split, subset=config.subset, format=config.source_format)
     source_name = Path(config.source).name if os.path.exists(config.source) else config.source
     available = source_columns(spec)
@@ -587,9 +786,18 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
             "Rename the column in the source, or do not keep it."
         )
     # Fail on tokenizer/template problems before reading any data.
-    probe = _BatchProcessor(config, cmap, source_name)
+    probe = BatchProcessor(config, cmap, source_name)
     with building(out, config.overwrite) as tmp:
-        written = _write_all(config, spec, cmap, source_name, probe, tmp, progress)
+        # Shards are built in folders of their own under a name no other build uses, then moved.
+        work = tmp / f".shards-{uuid.uuid4().hex[:12]}"
+        work.mkdir()
+        if config.engine == "ray":
+            shards = ray_build.build_shards(config, spec, cmap, source_name, probe, work, progress)
+        else:
+            shards = _build_shards(config, spec, cmap, source_name, probe, work, progress)
+        written = _summary(config, spec, cmap, source_name, probe, shards)
+        written["shards"] = commit_shards(tmp, shards)
+        shutil.rmtree(work)
         manifest = Manifest.from_dict({
             **written,
             "schedule": schedule_section(config),
@@ -599,71 +807,59 @@ def build(config: BuildConfig, *, progress: bool | None = None) -> BuildResult:
     return BuildResult(path=out, manifest=manifest, seconds=time.perf_counter() - started)
 
 
-def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Path, progress) -> dict[str, Any]:
-    k_stages = probe.num_stages
-    rows_writer: ShardWriter | None = None
-    cuts_writer = ShardWriter(tmp, "cuts", cuts_schema(k_stages), config.shard_rows)
-    read = 0
-    dropped: collections.Counter = collections.Counter()
-    formats: collections.Counter = collections.Counter()
-    derived = 0
-    trace_tokens: list[np.ndarray] = []
-    prompt_tokens: list[np.ndarray] = []
-    hint_sums = np.zeros(k_stages, dtype=np.int64)
-    kept_sums = np.zeros(k_stages, dtype=np.int64)
-    checked = 0
-    leak_trimmed = 0
-    drift = np.zeros(k_stages, dtype=np.int64)
-    drift_checked = np.zeros(k_stages, dtype=np.int64)
-    leaks = np.zeros(k_stages, dtype=np.int64)
-    total_rows = count_rows(spec)
+def _build_shards(config, spec, cmap, source_name, probe: BatchProcessor, work: Path, progress) -> list[ShardOut]:
+    """The local engine: one pass over the source; batches processed in this process (two threads)
+    or in ``num_proc`` worker processes, in flight across shard boundaries; each shard written by
+    :func:`write_shard` as its batches come back, in order."""
+    total = count_rows(spec)
     if config.limit is not None:
-        total_rows = min(total_rows, config.limit) if total_rows is not None else config.limit
+        total = min(total, config.limit) if total is not None else config.limit
+    batches = mark_duplicates(
+        plan_batches(iter_batches(spec, config.batch_size), 0, config.limit, config.shard_rows, config.batch_size),
+        cmap.id, set())
+    shards: list[ShardOut] = []
+    schema: pa.Schema | None = None
+    done = {"rows": 0, "tokens": 0}
     t0 = time.perf_counter()
-    tokens_done = 0
-    try:
-        with _progress(progress, total_rows) as bar:
-            batches = _batches(spec, config.batch_size, config.limit, cmap.id)
-            for result in _ordered_results(config, cmap, source_name, batches, probe):
-                read += result.read
-                dropped.update(result.dropped)
-                leak_trimmed += result.leak_trimmed
-                if result.rows is not None:
-                    if rows_writer is None:
-                        rows_writer = ShardWriter(tmp, "rows", result.rows.schema, config.shard_rows)
-                    rows_writer.write(_conform(result.rows, rows_writer.schema, source_name, read))
-                    cuts_writer.write(result.cuts)
-                    formats.update(result.split_formats)
-                    derived += result.answers_derived
-                    trace_tokens.append(result.trace_tokens)
-                    prompt_tokens.append(result.prompt_tokens)
-                    hint_sums += result.hint_token_sums
-                    kept_sums += result.kept_fraction_sums
-                    tokens_done += int(result.trace_tokens.sum())
-                    if result.checked_rows:
-                        checked += result.checked_rows
-                        drift += result.drift
-                        drift_checked += result.drift_checked
-                        leaks += result.leaks
-                if bar is not None:
-                    rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(bar.task_ids[0], completed=read, rate=f"{rate:,.0f} tok/s")
-    except BaseException:
-        if rows_writer is not None:
-            rows_writer.abort()
-        cuts_writer.abort()
-        raise
-    kept = int(sum(len(t) for t in trace_tokens))
+    with progress_bar(progress, total) as bar:
+
+        def advance(out: BatchOut) -> None:
+            done["rows"] += out.read
+            done["tokens"] += int(out.trace_tokens.sum(dtype=np.int64))
+            update_progress(bar, done["rows"], done["tokens"], t0)
+
+        outs = process_in_order(config, cmap, source_name, batches, probe)
+        try:
+            for index, group in itertools.groupby(outs, key=lambda o: o.position // config.shard_rows):
+                start = index * config.shard_rows
+                job = ShardJob(index, start, start + config.shard_rows)
+                shard = write_shard(work / f"{index:05d}", job, group, probe.num_stages, source_name, schema,
+                                    advance if bar is not None else None)
+                schema = schema or shard.schema
+                shards.append(shard)
+        finally:
+            outs.close()  # stops the worker processes at once if a shard failed
+    return shards
+
+
+def _summary(config, spec, cmap, source_name, probe: BatchProcessor, shards: list[ShardOut]) -> dict[str, Any]:
+    """The manifest's sections (but ``shards`` and ``schedule``) from the built shards, in order."""
+    k_stages = probe.num_stages
+    read = sum(s.read for s in shards)
+    dropped: collections.Counter = sum((s.dropped for s in shards), collections.Counter())
+    kept = sum(s.kept for s in shards)
     if kept == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in dropped.most_common()) or "the source has no rows"
         raise RtpoDataError(
             f"Every row of {source_name} is invalid ({read} read; {reasons}). Check --prompt-column "
             f"{cmap.prompt!r} and --trace-column {cmap.trace!r}."
         )
-    rows_infos = rows_writer.finish() if rows_writer else []
-    cuts_infos = cuts_writer.finish()
-    traces = np.concatenate(trace_tokens)
-    prompts = np.concatenate(prompt_tokens)
+
+    def total(name: str) -> np.ndarray:
+        return sum((getattr(s, name) for s in shards), np.zeros(k_stages, dtype=np.int64))
+
+    formats: collections.Counter = sum((s.split_formats for s in shards), collections.Counter())
+    schema = next(s.schema for s in shards if s.schema is not None)
     facts: TokenizerFacts = probe.facts
     sample_prefix = probe.renderer.render("Q")
     return {
@@ -695,25 +891,24 @@ def _write_all(config, spec, cmap, source_name, probe: _BatchProcessor, tmp: Pat
         },
         "unit": config.unit,
         "measure": config.measure,
-        "keep_columns": [c for c in rows_writer.schema.names if c not in ROW_COLUMNS] if rows_writer else [],
+        "keep_columns": [c for c in schema.names if c not in ROW_COLUMNS],
         "stats": {
             "rows_read": read,
             "rows_kept": kept,
             "rows_dropped": dict(dropped.most_common()),
             "answer_split": dict(formats.most_common()),
-            "answers_derived": derived,
-            "trace_tokens": percentiles(traces),
-            "prompt_tokens": percentiles(prompts),
-            **stage_means(hint_sums, kept_sums, kept),
+            "answers_derived": sum(s.answers_derived for s in shards),
+            "trace_tokens": percentiles(np.concatenate([s.trace_tokens for s in shards])),
+            "prompt_tokens": percentiles(np.concatenate([s.prompt_tokens for s in shards])),
+            **stage_means(total("hint_sums"), total("kept_sums"), kept),
             # --on-leak: what happened to rows whose trace states the gold answer before its end
             "leaks": {
                 "on_leak": config.on_leak,
-                "rows_trimmed": leak_trimmed,
+                "rows_trimmed": sum(s.leak_trimmed for s in shards),
                 "rows_dropped": int(dropped["answer_leak"] + dropped["answer_leak_no_trace"]),
             },
         },
-        "checks": checks_section(checked, drift, drift_checked, leaks),
-        "shards": {"rows": shard_infos_to_json(rows_infos), "cuts": shard_infos_to_json(cuts_infos)},
+        "checks": checks_section(sum(s.checked for s in shards), total("drift"), total("drift_checked"), total("leaks")),
     }
 
 

@@ -17,6 +17,7 @@ from rtpo_data.prompts import DEFAULT_HINT_LABEL, PLACEMENTS, THINK_MODES
 from rtpo_data.schedule import ScheduleConfig, stage_fractions
 from rtpo_data.traces import ANSWER_FORMATS
 
+ENGINES = ("local", "ray")
 ON_INVALID = ("skip", "error")
 ON_LEAK = ("keep", "trim", "drop")
 
@@ -89,7 +90,15 @@ class BuildConfig:
     on_leak: str = field(default="keep", metadata=_help(
         "Rows whose trace states the gold answer before its end (a line with an answer marker and the answer): "
         "keep (counted in the leak checks), trim (end the trace before that statement) or drop (counted)."))
-    num_proc: int = field(default=1, metadata=_help("Processes for tokenization."))
+    engine: str = field(default="local", metadata=_help(
+        "Where the build runs: local (this machine, --num-proc processes) or ray (actors on a Ray cluster, "
+        "the same curriculum byte for byte; needs Ray, the ray extra of rtpo-data)."))
+    ray_address: str | None = field(default=None, metadata=_help(
+        "With --engine ray: the cluster to connect to (default: RAY_ADDRESS, else the Ray last started on this "
+        "machine, else a new one here)."))
+    workers: int | None = field(default=None, metadata=_help(
+        "With --engine ray: actors building shards, each on one CPU (default: one per CPU of the cluster)."))
+    num_proc: int = field(default=1, metadata=_help("Processes for tokenization (local engine)."))
     batch_size: int = field(default=512, metadata=_help("Rows per tokenization batch."))
     shard_rows: int = field(default=100_000, metadata=_help("Rows per shard."))
     check_sample: int = field(default=256, metadata=_help("Rows checked during the build: every stage for leaks, the shortest hint for drift."))
@@ -123,6 +132,7 @@ class BuildConfig:
         choice("on_invalid", ON_INVALID)
         choice("on_leak", ON_LEAK)
         choice("answer_format", ANSWER_FORMATS)
+        choice("engine", ENGINES)
         try:
             CutUnit.parse(self.unit)
         except ConfigError as exc:
@@ -135,6 +145,16 @@ class BuildConfig:
         for name, low in (("num_proc", 1), ("batch_size", 1), ("shard_rows", 1), ("check_sample", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 problems.append(f"{name}={getattr(self, name)!r}: must be an integer >= {low}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            problems.append(f"workers={self.workers!r}: must be an integer >= 1, or omitted (one per CPU of the cluster)")
+        if self.engine == "local":
+            for name in ("ray_address", "workers"):
+                if getattr(self, name) is not None:
+                    problems.append(f"{name}={getattr(self, name)!r}: applies to --engine ray only; add --engine ray, "
+                                    f"or drop {_flag(name)}")
+        elif self.engine == "ray" and self.num_proc != 1:
+            problems.append(f"num_proc={self.num_proc!r}: applies to --engine local only; with --engine ray each "
+                            "worker is one process, so give --workers instead")
         if self.stages is not None and (not isinstance(self.stages, int) or self.stages < 2):
             problems.append(f"stages={self.stages!r}: need at least 2 stages (the full trace and the end); use e.g. --stages 8")
         if self.total_steps is not None and (not isinstance(self.total_steps, int) or self.total_steps <= 0):

@@ -157,6 +157,8 @@ def _write(parent: Curriculum, config: BuildConfig, new_unit: bool, backend: Any
     hint_sums = np.zeros(k_stages, dtype=np.int64)
     kept_sums = np.zeros(k_stages, dtype=np.int64)
     done = 0
+    # The new shards end where the parent's row shards do (their record batches never span two).
+    ends = set(np.cumsum([info["rows"] for info in manifest.shards["rows"]]).tolist())
     try:
         for batch in rows_table.to_batches():
             n_tokens = _list_lengths(batch.column("trace_ids"))
@@ -176,6 +178,10 @@ def _write(parent: Curriculum, config: BuildConfig, new_unit: bool, backend: Any
                 sample_batches.append(batch)
                 sample_cuts.append((tokens, hint_chars))
             done += batch.num_rows
+            if done in ends:
+                for writer in (rows_writer, cuts_writer):
+                    if writer is not None:
+                        writer.end_shard()
         rows_infos = shard_infos_to_json(rows_writer.finish()) if rows_writer else _reuse_rows(parent, tmp)
         cuts_infos = cuts_writer.finish()
     except BaseException:

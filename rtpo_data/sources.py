@@ -33,6 +33,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -213,10 +214,13 @@ def _rebatch(rows: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _iter_jsonl_rows(path: Path) -> Iterator[dict]:
+def _iter_jsonl_rows(path: Path, offset: int = 0, first_line: int = 1) -> Iterator[dict]:
+    """The rows of a jsonl file; from byte ``offset``, which starts line ``first_line``, if given."""
     try:
         with _open_binary(path) as f:
-            for number, raw in enumerate(f, start=1):
+            if offset:
+                f.seek(offset)
+            for number, raw in enumerate(f, start=first_line):
                 try:
                     line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
@@ -512,6 +516,150 @@ def count_rows(spec: SourceSpec) -> int | None:
         )
     except SourceError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a range of rows (the Ray engine's workers each read their own rows from the source)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """How many rows a source has (up to a limit), and where every ``every``-th row starts.
+
+    ``starts[k]`` is ``(file number, byte offset, line number)`` of row ``k * every`` of a jsonl
+    source that is not gzipped, so a reader seeks straight to it. Parquet row groups and Arrow record
+    batches know their row counts, so those need no starts; other sources are read from their start.
+    """
+
+    rows: int
+    every: int
+    starts: tuple[tuple[int, int, int], ...] = ()
+
+
+def _seekable_jsonl(files: list[tuple[str, Path]]) -> bool:
+    return bool(files) and all(f == "jsonl" and not p.name.lower().endswith(".gz") for f, p in files)
+
+
+def index_rows(spec: SourceSpec, every: int, limit: int | None = None) -> RowIndex:
+    """Count the source's rows (at most ``limit``): from parquet footers and Arrow record batch
+    headers, in one pass over the lines of a jsonl source (noting where each ``every``-th row
+    starts), else by reading the rows."""
+    fmt, files = _resolve(spec)
+    if fmt == "hub":
+        raise SourceError(
+            f"{spec.path} is a hub dataset, which is streamed from the network and cannot be read from a given "
+            "row. Save it first (datasets' save_to_disk, or to_parquet) where every reader can reach it, and "
+            "pass that path."
+        )
+    starts: tuple[tuple[int, int, int], ...] = ()
+    if all(f in ("parquet", "arrow") for f, _ in files):
+        rows = sum(_parquet_file(p).metadata.num_rows if f == "parquet" else _arrow_rows(p) for f, p in files)
+    elif _seekable_jsonl(files):
+        rows, starts = _index_jsonl([p for _, p in files], every, limit)
+    else:
+        rows = 0
+        for batch in iter_batches(spec, 4096):
+            rows += len(batch)
+            if limit is not None and rows >= limit:
+                break
+    return RowIndex(rows=rows if limit is None else min(rows, limit), every=every, starts=starts)
+
+
+def _index_jsonl(paths: list[Path], every: int, limit: int | None) -> tuple[int, tuple[tuple[int, int, int], ...]]:
+    rows, starts = 0, []
+    for number_of_file, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                offset = 0
+                for line, raw in enumerate(f, start=1):
+                    if not _blank_line(raw, line):
+                        if limit is not None and rows >= limit:
+                            return rows, tuple(starts)
+                        if rows % every == 0:
+                            starts.append((number_of_file, offset, line))
+                        rows += 1
+                    offset += len(raw)
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read ({type(exc).__name__}: {exc}).") from None
+    return rows, tuple(starts)
+
+
+def _blank_line(raw: bytes, line: int) -> bool:
+    """Whether the jsonl reader skips this line: whitespace only, as ``str.strip`` sees whitespace."""
+    stripped = raw.strip()
+    if not stripped:
+        return True
+    if 0x20 < stripped[0] < 0x80:
+        return False  # a printable ASCII character
+    try:
+        return not raw.decode("utf-8-sig" if line == 1 else "utf-8").strip()
+    except UnicodeDecodeError:
+        return False  # a row: reading it reports the bad line
+
+
+def read_rows(spec: SourceSpec, index: RowIndex, start: int, stop: int, batch_size: int) -> Iterator[list[dict]]:
+    """Rows ``start`` to ``stop - 1``, with the values :func:`iter_batches` gives them, ``batch_size``
+    at a time: from the row groups or record batches that hold them, from the byte offset where a
+    jsonl row starts (``index``), or, for the other formats, read from the start and skipped."""
+    fmt, files = _resolve(spec)
+    if files and all(f in ("parquet", "arrow") for f, _ in files):
+        yield from _iter_record_batch_rows(_record_batches_between(files, start, stop, batch_size), batch_size)
+        return
+    if index.starts and _seekable_jsonl(files):
+        k = start // index.every
+        number_of_file, offset, line = index.starts[k]
+
+        def rows() -> Iterator[dict]:
+            yield from _iter_jsonl_rows(files[number_of_file][1], offset, line)
+            for _, path in files[number_of_file + 1:]:
+                yield from _iter_jsonl_rows(path)
+
+        skip = start - k * index.every
+        yield from _rebatch(itertools.islice(rows(), skip, skip + stop - start), batch_size)
+        return
+    every_row = (row for batch in iter_batches(spec, batch_size) for row in batch)
+    yield from _rebatch(itertools.islice(every_row, start, stop), batch_size)
+
+
+def _record_batches_between(files: list[tuple[str, Path]], start: int, stop: int,
+                            batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches holding exactly rows ``start`` to ``stop - 1`` of parquet and Arrow files read in
+    order; parquet row groups and whole files before ``start`` are not read."""
+    position = 0  # the source row of the file's first row
+    for file_fmt, path in files:
+        if position >= stop:
+            return
+        if file_fmt == "parquet":
+            meta = _parquet_file(path).metadata
+            if position + meta.num_rows <= start:
+                position += meta.num_rows
+                continue
+            groups, at, first = [], position, None
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                if at + n > start and at < stop:
+                    groups.append(g)
+                    first = at if first is None else first
+                at += n
+            batches, at, end = _parquet_groups(path, groups, batch_size), first, position + meta.num_rows
+        else:
+            batches, at, end = _arrow_batches(path), position, None
+        for rb in batches:
+            lo, hi = max(start - at, 0), min(stop - at, rb.num_rows)
+            if hi > lo:
+                yield rb.slice(lo, hi - lo)
+            at += rb.num_rows
+            if at >= stop:
+                return
+        position = end if end is not None else at
+
+
+def _parquet_groups(path: Path, groups: list[int], batch_size: int) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from _parquet_file(path).iter_batches(batch_size=batch_size, row_groups=groups)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: cannot read Parquet data ({exc}).") from None
 
 
 def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:

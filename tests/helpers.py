@@ -117,6 +117,28 @@ def mixed_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+# Build options for sharded_rows(): 5 shards of 20 source rows, processed in batches of 6, 6, 6 and 2
+SHARDED = {"tokenizer": "offline:qwen3", "keep_columns": ("meta",), "stages": 4, "shard_rows": 20, "batch_size": 6,
+           "check_sample": 30}
+
+
+def sharded_rows(n: int = 100) -> list[dict[str, Any]]:
+    """Rows that test how a build's shards depend on each other (with :data:`SHARDED`): rows dropped
+    for every reason, an id repeated in a later shard and within a shard, a shard that keeps no row,
+    and a kept column whose type comes from the build's first batch (all null there: text)."""
+    rows = mixed_rows(n)
+    for i, row in enumerate(rows):
+        row["meta"] = None if i < 14 else i
+    rows[5]["question"] = ""  # empty_prompt
+    rows[27]["solution"] = None  # null_trace
+    rows[28]["solution"] = "   "  # empty_trace
+    rows[44]["id"] = rows[2]["id"]  # duplicate_id of a row of shard 0, in shard 2
+    rows[46]["id"] = rows[45]["id"]  # duplicate_id within shard 2
+    for i in range(60, 80):
+        rows[i]["question"] = ""  # shard 3 keeps no row
+    return rows
+
+
 def reference_prompt(cur: Any, i: int, stage: int) -> tuple[str, list[int]]:
     """Row ``i``'s prompt text and ids at ``stage``, computed row by row from the stored columns."""
     row = cur.table().slice(i, 1).to_pylist()[0]

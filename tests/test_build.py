@@ -102,6 +102,35 @@ def test_invalid_rows_skipped_and_counted(tmp_path) -> None:
     }
 
 
+def test_shards_are_fixed_ranges_of_source_rows(tmp_path, monkeypatch) -> None:
+    """Shard i holds the rows kept of source rows [i * shard_rows, (i + 1) * shard_rows), in batches of
+    batch_size rows from the shard's first row: dropped rows leave a shard short and move nothing."""
+    from rtpo_data import artifact
+
+    rows = [{"id": f"r{i}", "question": f"What is {i} + {i}?", "solution": f"Add them. #### {2 * i}"} for i in range(30)]
+    rows[3]["question"] = rows[4]["question"] = ""
+    monkeypatch.setattr(artifact, "RECORD_BATCH_BYTES", 1)  # one record batch per batch of the build
+    src = write_jsonl(tmp_path / "rows.jsonl", rows)
+    for num_proc in (1, 2):
+        out = tmp_path / f"cur{num_proc}"
+        build(BuildConfig(source=str(src), out=str(out), tokenizer="offline:qwen3", shard_rows=10, batch_size=4,
+                          num_proc=num_proc, stages=3), progress=False)
+        cur = Curriculum.open(out)
+        assert [s["rows"] for s in cur.manifest.shards["rows"]] == [8, 10, 10]
+        assert cur.row_id(8) == "r10"
+        assert [len(c) for c in cur.table().column("row_id").chunks] == [3, 3, 2, 4, 4, 2, 4, 4, 2]
+
+
+def test_a_shard_that_keeps_no_row_is_left_out(tmp_path) -> None:
+    rows = [{"question": f"q{i}", "solution": f"s {i}. #### {i}"} for i in range(30)]
+    for i in (0, *range(10, 20)):
+        rows[i]["solution"] = None
+    result = build_rows(tmp_path, rows, shard_rows=10, stages=2)
+    assert [(s["name"], s["rows"]) for s in result.manifest.shards["rows"]] == [
+        ("rows-00000-of-00002.arrow", 9), ("rows-00001-of-00002.arrow", 10)]
+    assert Curriculum.open(result.path).row_id(9) == "20"
+
+
 def test_num_proc_gives_identical_shards(gsm8k_file, tmp_path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     common = dict(source=str(gsm8k_file), tokenizer="offline:qwen3", limit=300, batch_size=64)

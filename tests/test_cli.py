@@ -57,15 +57,18 @@ runner = CliRunner()
 out = {" ".join(p): runner.invoke(app, [*p, "--help"]) for p in paths(get_command(app))}
 out["run train trl"] = runner.invoke(app, ["train", "trl", "--curriculum", "cur", "--model_name_or_path", "m"])
 out["run train openrlhf"] = runner.invoke(app, ["train", "openrlhf", "--curriculum", "cur"])
+out["run build ray"] = runner.invoke(app, ["build", sys.argv[1], "--out", sys.argv[2], "-t", "offline:qwen3",
+                                           "--engine", "ray"])
 print(json.dumps({k: [r.exit_code, r.output] for k, r in out.items()}))
 """
 
 
-def test_every_help_works_with_only_the_core_installed() -> None:
+def test_every_help_works_with_only_the_core_installed(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _CORE_ONLY], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-c", _CORE_ONLY, str(EXAMPLE), str(tmp_path / "cur")], capture_output=True,
+                          text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     helps = {k: v for k, v in results.items() if not k.startswith("run ")}
@@ -80,6 +83,9 @@ def test_every_help_works_with_only_the_core_installed() -> None:
     assert code == 1 and "pip install 'rtpo-data[trl]'" in output and "Traceback" not in output, output
     code, output = results["run train openrlhf"]
     assert code == 1 and "pip install 'rtpo-data[openrlhf]'" in output and "Traceback" not in output, output
+    code, output = results["run build ray"]
+    assert code == 1 and "--engine ray needs Ray" in output and "pip install 'rtpo-data[ray]'" in output, output
+    assert not (tmp_path / "cur").exists() and not (tmp_path / "cur.incomplete").exists()
 
 
 def test_train_trl_help_lists_trl_flags_when_trl_is_installed() -> None:

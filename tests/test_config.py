@@ -48,3 +48,19 @@ def test_invalid_schedule_reports_every_problem(tmp_path: Path) -> None:
     for needle in ("fractions", "unit='sentences'", "placement='side'"):
         assert needle in result.output, result.output
     assert "problems" in result.output
+
+
+def test_engine_options_are_checked_with_the_others(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "ok.jsonl", [{"question": "q?", "solution": "Because. #### 1"}])
+    common = ("build", src, "--out", tmp_path / "o", "--tokenizer", "offline:qwen3")
+    result = run(*common, "--engine", "spark", "--workers", "0")
+    assert result.exit_code == 1
+    for needle in ("engine='spark': use one of local, ray", "workers=0: must be an integer >= 1"):
+        assert needle in result.output, result.output
+    result = run(*common, "--workers", "4", "--ray-address", "10.0.0.1:6379")
+    assert result.exit_code == 1
+    for needle in ("ray_address='10.0.0.1:6379': applies to --engine ray only", "workers=4: applies to --engine ray"):
+        assert needle in result.output, result.output
+    result = run(*common, "--engine", "ray", "--num-proc", "4")
+    assert result.exit_code == 1 and "num_proc=4: applies to --engine local only" in result.output, result.output
+    assert "--workers" in result.output and not (tmp_path / "o").exists()

@@ -98,6 +98,22 @@ def test_reschedule_equals_a_build_with_the_new_schedule(parents: dict[str, Path
     _same_as_build(child, _build(work / "built", **{**options, **changes}))
 
 
+def test_shards_of_a_source_with_dropped_rows_end_where_the_builds_do(tmp_path: Path) -> None:
+    """A build's shards are fixed ranges of source rows, so dropped rows leave them unequal: the new
+    cut shards (and rewritten row shards) end where the parent's row shards end, as a build's do."""
+    rows = [json.loads(line) for line in Path(EXAMPLE).read_text().splitlines()]
+    for i in (3, 4, 15):
+        rows[i]["question"] = ""
+    src = tmp_path / "dropped.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parent = _build(tmp_path / "parent", source=str(src), unit="word")
+    assert [s["rows"] for s in _manifest(parent)["shards"]["rows"]] == [8, 9, 4]
+    for unit in ("word", "line"):
+        child = tmp_path / f"child-{unit}"
+        reschedule(parent, child, stages=3, unit=unit)
+        _same_as_build(child, _build(tmp_path / f"built-{unit}", source=str(src), unit=unit, stages=3))
+
+
 def test_result_opens_renders_and_verifies(parents: dict[str, Path], tmp_path: Path) -> None:
     child = tmp_path / "child"
     reschedule(parents["token"], child, schedule="linear", stages=4, unit="sentence")

@@ -457,3 +457,68 @@ def test_invalid_traces(trace, reason: str) -> None:
     assert str(info.value).startswith("data.jsonl row 12, column 'solution':")
     with pytest.raises(InvalidRow, match="null_prompt"):
         validate_row({"solution": "s"}, cmap, 0, "d")  # a missing key is a null
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a range of rows (the Ray engine's workers)
+# ---------------------------------------------------------------------------------------------
+
+
+def _sources_of_many_rows(tmp_path: Path) -> tuple[list[dict], dict[str, SourceSpec]]:
+    """23 rows in every format: jsonl with blank lines (ASCII, and a non-ASCII space) and a byte-order
+    mark, gzipped, split over files, parquet in row groups of 4 over two files, Arrow (stream and
+    file format), csv, and a save_to_disk folder."""
+    import datasets
+
+    rows = [{"id": f"r{i}", "question": f"q {i} é", "solution": f"s {i}\n#### {i}"} for i in range(23)]
+    text = "\ufeff" + "".join(json.dumps(r, ensure_ascii=False) + "\n" + ("  \n" if i % 5 == 0 else "")
+                              + ("\u3000\r\n" if i == 7 else "") for i, r in enumerate(rows))
+    (tmp_path / "rows.jsonl").write_text(text, encoding="utf-8")
+    with gzip.open(tmp_path / "rows.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(text)
+    (tmp_path / "split").mkdir()
+    (tmp_path / "pq").mkdir()
+    _write_jsonl(tmp_path / "split" / "a.jsonl", rows[:9])
+    _write_jsonl(tmp_path / "split" / "b.jsonl", rows[9:])
+    pq.write_table(pa.Table.from_pylist(rows[:10]), tmp_path / "pq" / "a.parquet", row_group_size=4)
+    pq.write_table(pa.Table.from_pylist(rows[10:]), tmp_path / "pq" / "b.parquet", row_group_size=4)
+    table = pa.Table.from_pylist(rows)
+    with pa.ipc.new_stream(str(tmp_path / "stream.arrow"), table.schema) as w:
+        for batch in table.to_batches(max_chunksize=5):
+            w.write_batch(batch)
+    with pa.ipc.new_file(str(tmp_path / "file.arrow"), table.schema) as w:
+        for batch in table.to_batches(max_chunksize=6):
+            w.write_batch(batch)
+    with open(tmp_path / "rows.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "disk"))
+    names = ["rows.jsonl", "rows.jsonl.gz", "split", "pq", "stream.arrow", "file.arrow", "rows.csv", "disk"]
+    return rows, {name: SourceSpec(str(tmp_path / name)) for name in names}
+
+
+def test_read_rows_gives_the_rows_iter_batches_gives(tmp_path: Path) -> None:
+    from rtpo_data.sources import index_rows, read_rows
+
+    rows, specs = _sources_of_many_rows(tmp_path)
+    for name, spec in specs.items():
+        every_row = [r for b in iter_batches(spec, 3) for r in b]
+        assert [r["id"] for r in every_row] == [r["id"] for r in rows], name
+        index = index_rows(spec, 5)
+        assert index.rows == 23 and index.every == 5, name
+        if name in ("rows.jsonl", "split"):
+            assert len(index.starts) == 5, name  # where rows 0, 5, 10, 15 and 20 start
+        for start, stop in ((0, 23), (0, 5), (5, 10), (10, 15), (20, 23), (22, 23), (15, 20)):
+            got = list(read_rows(spec, index, start, stop, 3))
+            assert [len(b) for b in got][:-1] == [3] * (len(got) - 1), (name, start)
+            assert [r for b in got for r in b] == every_row[start:stop], (name, start, stop)
+        assert index_rows(spec, 5, limit=12).rows == 12
+        assert index_rows(spec, 50, limit=40).rows == 23
+
+
+def test_index_rows_refuses_a_hub_dataset() -> None:
+    from rtpo_data.sources import index_rows
+
+    with pytest.raises(SourceError, match="hub dataset.*cannot be read from a given row.*save_to_disk"):
+        index_rows(SourceSpec("someone/some-dataset", format="hub"), 10)
