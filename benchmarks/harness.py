@@ -484,7 +484,7 @@ def main(topics: list[Topic], description: str) -> None:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = prepare_sources(work, args.quick, sizes if "scale" in sections else [])
+    paths = prepare_sources(work, args.quick, sizes if {"scale", "ray"} & set(sections) else [])
     print(f"sources ready in {work} ({time.perf_counter() - t0:.1f} s, not timed)", flush=True)
 
     table = Table()

@@ -620,7 +620,6 @@ class ShardOut:
     drift: np.ndarray | None = None
     drift_checked: np.ndarray | None = None
     leaks: np.ndarray | None = None
-    tokens: int = 0  # trace tokens of the kept rows
     # Set by the Ray engine: the ids seen first in this shard, as (id_key, source position) columns.
     first_ids: np.ndarray | None = None
     first_id_rows: np.ndarray | None = None
@@ -646,7 +645,6 @@ class ShardOut:
         self.answers_derived += out.answers_derived
         self.hint_sums += out.hint_token_sums
         self.kept_sums += out.kept_fraction_sums
-        self.tokens += int(out.trace_tokens.sum(dtype=np.int64))
         if out.checked_rows:
             self.checked += out.checked_rows
             self.drift += out.drift

@@ -27,6 +27,7 @@ from helpers import SHARDED, mixed_rows, sharded_rows, write_jsonl
 # One cluster for the module; under xdist, scripts/test.sh keeps the module on one worker (--dist loadgroup).
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A 2-CPU Ray cluster started here; its workers end their process when the crash file says so."""
