@@ -22,7 +22,8 @@ pytest.importorskip("trl")
 pytestmark = pytest.mark.trl
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("grpo", "rtpo-linear", "rtpo-staged")
+ARMS = ("grpo", "rtpo-linear", "rtpo-staged", "rtpo-mixed", "rtpo-frontier")
+POLICY_ARMS = ("rtpo-mixed", "rtpo-frontier")
 PER_STEP = ("reward", "all_equal_groups", "generated_tokens", "step_seconds", "stage", "hint_tokens",
             "hint_tokens_at_generation")
 
@@ -77,6 +78,12 @@ def test_hinted_prompts_reached_generation_and_shrank(smoke) -> None:
             assert last.endswith("<|im_start|>assistant\n")
     for run in results["arms"]["grpo"].values():
         assert set(run["hint_tokens_at_generation"]) == {0} and set(run["hint_tokens"]) == {0}
+    for arm in POLICY_ARMS:  # a stage per row from the hint policy: what reached generate is what it chose
+        for run in results["arms"][arm].values():
+            assert run["hint_tokens_at_generation"] == pytest.approx(run["hint_tokens"])
+            assert run["hint_tokens_at_generation"][-1] == 0  # the floor: no hint at the horizon
+            assert len(run["all_fail_groups"]) == len(run["steps"])
+            assert all(0.0 <= x <= 1.0 for x in run["all_fail_groups"])
 
 
 def test_no_hint_evaluation_saw_no_hint(smoke) -> None:
