@@ -6,6 +6,7 @@ stderr and exit code 1 (``--verbose`` shows the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect as inspect_
 import logging
@@ -134,18 +135,26 @@ def _field_help(name: str) -> str:
 def build(**options: Any) -> None:
     """Build a curriculum: tokenize every trace once and precompute its cut at every stage."""
     config, progress = options.pop("config"), options.pop("progress")
-    try:
+    with _writing():
         from rtpo_data.build import build as run_build
 
         cfg = BuildConfig.from_options(_load_recipe(config) if config else {}, options)
         result = run_build(cfg, progress=progress)
+    _print_build_summary(result)
+
+
+@contextlib.contextmanager
+def _writing() -> Any:
+    """Around a command that writes a curriculum: a library error is one red line and exit 1; Ctrl-C
+    says that nothing was written (the library removes what it began) and exits 130."""
+    try:
+        yield
     except RtpoDataError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
         _forget_handled_interrupt()
         err_console.print("[bold red]Interrupted:[/] nothing was written.")
         raise typer.Exit(130) from None
-    _print_build_summary(result)
 
 
 build.__signature__ = inspect_.Signature(_build_parameters())  # type: ignore[attr-defined]
@@ -158,18 +167,12 @@ def reschedule(**options: Any) -> None:
     source, out, tokenizer = options.pop("curriculum"), options.pop("out"), options.pop("tokenizer")
     overwrite = bool(options.pop("overwrite"))
     changes = {k: v for k, v in options.items() if v is not None}
-    try:
+    with _writing():
         from rtpo_data.reschedule import reschedule as run_reschedule
 
         if not out:
             raise RtpoDataError("reschedule needs --out: the folder for the new curriculum.")
         result = run_reschedule(source, out, overwrite=overwrite, tokenizer=tokenizer, **changes)
-    except RtpoDataError as exc:
-        raise fail(exc) from None
-    except KeyboardInterrupt:
-        _forget_handled_interrupt()
-        err_console.print("[bold red]Interrupted:[/] nothing was written.")
-        raise typer.Exit(130) from None
     parent = result.manifest.parent or {}
     _print_build_summary(result, f"[bold green]Rescheduled[/] {source} -> {result.path} in {result.seconds:.1f}s "
                                  f"(row shards {parent.get('rows')}: nothing tokenized)")

@@ -218,3 +218,5 @@ def test_command_line(parents: dict[str, Path], tmp_path: Path) -> None:
     assert result.exit_code == 2 and "No such option: --placement" in result.output
     result = runner.invoke(app, ["reschedule", str(parents["word"]), "--out", str(tmp_path / "d"), "--unit", "token"])
     assert result.exit_code == 1 and "Build with --unit token" in result.output
+    result = runner.invoke(app, ["reschedule", str(parents["word"]), "--stages", "3"])
+    assert result.exit_code == 1 and "reschedule needs --out" in result.output
