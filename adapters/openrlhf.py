@@ -58,7 +58,6 @@ import argparse
 import inspect
 import logging
 import os
-import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from rtpo_data.adapters import run_as_main
 from rtpo_data.adapters.openrlhf_prompt import CurriculumTokenizer, PolicyCheckpoint, PromptText
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import ConfigError, RtpoDataError
@@ -844,12 +844,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ[POLICY_ENV] = policy.name
     os.environ[SUCCESS_THRESHOLD_ENV] = repr(threshold)
     install()
-    saved = sys.argv
-    sys.argv = [CLI_MODULE, *flags]
-    try:
-        runpy.run_module(CLI_MODULE, run_name="__main__", alter_sys=True)
-    finally:
-        sys.argv = saved
+    run_as_main(CLI_MODULE, flags)
 
 
 if __name__ == "__main__":

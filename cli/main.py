@@ -382,7 +382,7 @@ train_app = typer.Typer(help="Train with a curriculum through a trainer's own co
 app.add_typer(train_app, name="train")
 
 
-# What `train trl --help` / `train openrlhf --help` print when the trainer is not installed. With the
+# What `train trl|openrlhf|verl --help` print when the trainer is not installed. With the
 # trainer installed, its own parser prints the full help (every GRPOConfig flag, for TRL).
 TRAIN_HELP = {
     "trl": """\
@@ -439,6 +439,30 @@ rtpo-data options:
 Everything after -- goes to OpenRLHF unchanged. Needs OpenRLHF 0.11.2 and its
 GPU stack: pip install 'rtpo-data[openrlhf]' 'openrlhf[vllm]==0.11.2'.
 """,
+    "verl": """\
+Usage: rtpo-data train verl --curriculum DIR [--horizon MODE] [--policy NAME]
+                            [--policy-seed N] [--print-overrides]
+                            -- <verl.trainer.main_ppo Hydra overrides>
+
+  Run verl's own trainer (verl.trainer.main_ppo, the V1 sync trainer) with
+  prompts from an rtpo-data curriculum, rendered for each training step: the
+  exact token ids of each row's hinted prompt go to the rollout server (see
+  docs/verl.md).
+
+rtpo-data options:
+  --curriculum DIR       Curriculum directory built by rtpo-data build (becomes
+                         data.train_files, and data.val_files unless given).
+  --horizon MODE         Schedule horizon: auto (default), curriculum, trainer,
+                         or a number of steps.
+  --policy NAME          Hint policy: global (the curriculum's schedule, the
+                         default) or mixed (docs/policies.md).
+  --policy-seed N        Seed of the mixed policy's (row, step) hash.
+  --print-overrides      Print the plain `python -m verl.trainer.main_ppo`
+                         command with rtpo-data's overrides, and exit.
+
+Everything after -- goes to verl unchanged. Needs verl 0.9 and its GPU stack:
+pip install 'rtpo-data[verl]' 'verl[vllm]==0.9.1'.
+""",
 }
 
 
@@ -474,44 +498,46 @@ def _openrlhf_main() -> Any:
     return main
 
 
-@train_app.command(
-    "trl",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
+def _verl_main() -> Any:
+    from rtpo_data.adapters.verl import main
+
+    return main
+
+
+# Everything after the command name goes to the trainer's launcher, --help included.
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _launch(trainer: str, loader: Any, args: list[str]) -> None:
+    """Run ``trainer``'s launcher (``loader()`` imports it) with ``args``; its help works without the
+    trainer installed, and a missing trainer or bad input ends with a message, not a traceback."""
+    if _asks_for_help(args):
+        _trainer_help(trainer, loader)
+        return
+    try:
+        loader()(args)
+    except ImportError as exc:
+        raise fail(RtpoDataError(f"{exc}")) from None
+    except RtpoDataError as exc:
+        raise fail(exc) from None
+
+
+@train_app.command("trl", context_settings=_PASS_THROUGH, add_help_option=False)
 def train_trl(ctx: typer.Context) -> None:
     """GRPO in TRL: --curriculum DIR plus any GRPOConfig / ModelConfig flag or --config grpo.yaml."""
-    args = list(ctx.args)
-    if _asks_for_help(args):
-        _trainer_help("trl", _trl_main)
-        return
-    try:
-        _trl_main()(args)
-    except ImportError as exc:
-        raise fail(RtpoDataError(f"{exc}")) from None
-    except RtpoDataError as exc:
-        raise fail(exc) from None
+    _launch("trl", _trl_main, list(ctx.args))
 
 
-@train_app.command(
-    "openrlhf",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
+@train_app.command("openrlhf", context_settings=_PASS_THROUGH, add_help_option=False)
 def train_openrlhf(ctx: typer.Context) -> None:
     """GRPO in OpenRLHF's Ray trainer: --curriculum DIR [--rtpo.total_steps N] [--rtpo.policy NAME] -- <openrlhf.cli.train_ppo_ray flags>."""
-    args = list(ctx.args)
-    if _asks_for_help(args):
-        _trainer_help("openrlhf", _openrlhf_main)
-        return
-    try:
-        openrlhf_main = _openrlhf_main()
-    except ImportError as exc:
-        raise fail(RtpoDataError(f"{exc}")) from None
-    try:
-        openrlhf_main(args)
-    except RtpoDataError as exc:
-        raise fail(exc) from None
+    _launch("openrlhf", _openrlhf_main, list(ctx.args))
+
+
+@train_app.command("verl", context_settings=_PASS_THROUGH, add_help_option=False)
+def train_verl(ctx: typer.Context) -> None:
+    """GRPO in verl's V1 trainer: --curriculum DIR [--horizon MODE] [--policy NAME] -- <verl Hydra overrides>."""
+    _launch("verl", _verl_main, list(ctx.args))
 
 
 export_app = typer.Typer(help="Write a curriculum for a trainer's stock command line.", no_args_is_help=True)

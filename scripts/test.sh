@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install rtpo-data with its test dependencies into .venv, lint the tree with ruff and run the whole
-# test suite: the core and TRL tests there, then the OpenRLHF tests in their own environment
-# (scripts/test_openrlhf.sh).
+# test suite: the core and TRL tests there, then the OpenRLHF and verl tests, each in its own
+# environment (scripts/test_openrlhf.sh, scripts/test_verl.sh).
 # Arguments go to the core suite's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +18,4 @@ ruff check .
 python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup "$@"
 deactivate
 bash scripts/test_openrlhf.sh
+bash scripts/test_verl.sh

@@ -50,6 +50,20 @@ def has_openrlhf() -> bool:
 collect_ignore = [] if has_openrlhf() else ["openrlhf"]
 
 
+def has_verl() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("verl.trainer.ppo.v1") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# verl's tests run in their own environment too (scripts/test_verl.sh).
+if not has_verl():
+    collect_ignore.append("verl")
+
+
 # -- curricula shared by several test modules -----------------------------------------------------------
 
 

@@ -42,7 +42,7 @@ def test_version_and_help() -> None:
 # ModuleNotFoundError and importlib.util.find_spec("trl") is None, as when they are not installed).
 _CORE_ONLY = """
 import json, sys
-for name in ("trl", "openrlhf", "torch", "accelerate", "ray", "deepspeed", "vllm", "peft"):
+for name in ("trl", "openrlhf", "verl", "torch", "accelerate", "ray", "deepspeed", "vllm", "peft"):
     sys.modules[name] = None
 from typer.main import get_command
 from typer.testing import CliRunner
@@ -57,6 +57,7 @@ runner = CliRunner()
 out = {" ".join(p): runner.invoke(app, [*p, "--help"]) for p in paths(get_command(app))}
 out["run train trl"] = runner.invoke(app, ["train", "trl", "--curriculum", "cur", "--model_name_or_path", "m"])
 out["run train openrlhf"] = runner.invoke(app, ["train", "openrlhf", "--curriculum", "cur"])
+out["run train verl"] = runner.invoke(app, ["train", "verl", "--curriculum", "cur"])
 out["run build ray"] = runner.invoke(app, ["build", sys.argv[1], "--out", sys.argv[2], "-t", "offline:qwen3",
                                            "--engine", "ray"])
 print(json.dumps({k: [r.exit_code, r.output] for k, r in out.items()}))
@@ -72,17 +73,20 @@ def test_every_help_works_with_only_the_core_installed(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     helps = {k: v for k, v in results.items() if not k.startswith("run ")}
-    assert set(helps) >= {"", "build", "inspect", "train", "train trl", "train openrlhf", "export", "export trl"}
+    assert set(helps) >= {"", "build", "inspect", "train", "train trl", "train openrlhf", "train verl", "export",
+                          "export trl"}
     for command, (code, output) in helps.items():
         assert code == 0, (command, output)
         assert "usage" in output.lower() and "Error" not in output and "Traceback" not in output, (command, output)
-    for trainer in ("trl", "openrlhf"):
+    for trainer in ("trl", "openrlhf", "verl"):
         assert "--curriculum DIR" in helps[f"train {trainer}"][1]
     # The install hint comes when the command runs.
     code, output = results["run train trl"]
     assert code == 1 and "pip install 'rtpo-data[trl]'" in output and "Traceback" not in output, output
     code, output = results["run train openrlhf"]
     assert code == 1 and "pip install 'rtpo-data[openrlhf]'" in output and "Traceback" not in output, output
+    code, output = results["run train verl"]
+    assert code == 1 and "pip install 'rtpo-data[verl]'" in output and "Traceback" not in output, output
     code, output = results["run build ray"]
     assert code == 1 and "--engine ray needs Ray" in output and "pip install 'rtpo-data[ray]'" in output, output
     assert not (tmp_path / "cur").exists() and not (tmp_path / "cur.incomplete").exists()

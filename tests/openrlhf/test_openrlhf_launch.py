@@ -40,7 +40,9 @@ def no_launch(monkeypatch):
     def run_module(name, run_name=None, alter_sys=False):
         calls.append(SimpleNamespace(name=name, run_name=run_name, argv=list(sys.argv)))
 
-    monkeypatch.setattr(adapter, "runpy", SimpleNamespace(run_module=run_module))
+    import runpy
+
+    monkeypatch.setattr(runpy, "run_module", run_module)
     return calls
 
 

@@ -1,0 +1,604 @@
+"""RTPO in verl 0.9 (the V1 trainer, sync mode): step-aware hint prompts through verl's own command line.
+
+No fork and no trainer subclass: three classes that verl loads by name from its Hydra config.
+
+- :class:`RTPODataset` (``data.custom_cls``): one item per curriculum row, the same at every step, so
+  verl's dataloader may prefetch and use worker processes. An item names the row and the curriculum
+  and the ``rtpo`` agent loop; its ``raw_prompt`` (the bare question) is for verl's logs only.
+- :class:`RTPOAgentLoopManager` (``actor_rollout_ref.rollout.agent.agent_loop_manager_class``): verl's
+  own TransferQueue manager, which first checks the whole run's config against the curriculum (every
+  refusal below, before any prompt is generated) and then, for every batch it dispatches, stamps each
+  row's stage: ``policy.select(state, rows, global_steps - 1)`` for training, no hint for validation.
+- :class:`RTPOAgentLoop` (agent loop ``rtpo``, registered by ``verl_agent_loop.yaml``): sends the
+  curriculum's token ids for (row, stage) to the rollout server, exact by construction, and returns
+  them as the prompt. The hint is part of the prompt, so verl's ``response_mask`` keeps it out of the
+  loss.
+
+Where the step comes from (verl 0.9.1, ``trainer/ppo/v1/trainer_base.py``)::
+
+    fit():  global_steps = 1, 2, ...                 (from the checkpoint folder on resume)
+      prepare_step -> _next_train_batch()             dataloader rows, stamped global_steps = g
+        agent_loop_manager.generate_sequences(batch)  -> RTPOAgentLoopManager: rtpo_stage per row
+          AgentLoopWorkerTQ (Ray actors)              one RTPOAgentLoop.run per sample (rollout.n)
+            server.generate(prompt_ids = cur.prompt_ids(row, stage))
+      train on the samples; save global_step_g/ (data.pt: the dataloader's position)
+      validate: batches stamped validate=True        -> rtpo_stage = -1: the bare prompt
+
+Worked example: ``data.train_batch_size=2 actor_rollout_ref.rollout.n=4`` and a curriculum built with
+``--total-steps 4 --stages 4`` (``stage_at(s) = min(3, s * 4 // 4)`` for the 0-based step
+``s = global_steps - 1``)::
+
+    global_steps   rows (the sampler's order)   stage   hint
+    1              r7, r2                       0       whole trace     4 samples of one prompt each
+    2              r5, r0                       1       2/3 of the trace
+    3              r3, r6                       2       1/3
+    4              r1, r4                       3       none
+    validation     every val row                -       none
+
+Every sample of a row gets the same prompt (the stage is stamped once per row, before verl fans out
+``rollout.n`` sessions). Resuming from ``global_step_g`` reproduces the uninterrupted run: verl sets
+``global_steps`` from the folder and restores the dataloader from ``data.pt``, and the stage is a
+function of (row, step) alone for the ``global`` and ``mixed`` policies.
+
+Launch with ``rtpo-data train verl --curriculum DIR -- <verl's Hydra overrides>`` (:func:`main`), or
+with ``python -m verl.trainer.main_ppo`` and the overrides :func:`overrides` lists (``rtpo-data train
+verl --curriculum DIR --print-overrides`` prints them). See docs/verl.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtpo_data.adapters import run_as_main
+from rtpo_data.curriculum import Curriculum
+from rtpo_data.errors import ConfigError, RtpoDataError
+from rtpo_data.policies import POLICIES, GlobalSchedule, HintPolicy, Mixed, PolicyState, make_policy
+from rtpo_data.render import kept_fraction
+from rtpo_data.rewards import format_ok, score
+from rtpo_data.schedule import HORIZONS, resolve_horizon
+from rtpo_data.tokenizer import check_tokenizer
+
+try:
+    import torch
+    from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f"rtpo_data.adapters.verl needs verl 0.9 ({exc}): pip install 'rtpo-data[verl]' 'verl[vllm]==0.9.1' "
+        "(see docs/verl.md)."
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+AGENT_LOOP = "rtpo"
+AGENT_LOOP_CONFIG = str(Path(__file__).with_name("verl_agent_loop.yaml"))
+MODULE = "rtpo_data.adapters.verl"
+MANAGER = f"{MODULE}.RTPOAgentLoopManager"
+MAIN_MODULE = "verl.trainer.main_ppo"
+# A stage that means "no hint" in the batch (validation); tensors cannot hold None.
+NO_HINT = -1
+# Where rtpo-data's own settings live in verl's config (new keys: given as +rtpo.policy=mixed).
+SETTINGS = "rtpo"
+ALLOW_TOKENIZER = "data.rtpo_allow_tokenizer_mismatch"
+TOKENIZER_OVERRIDE = f"pass +{ALLOW_TOKENIZER}=true"
+
+
+# ---------------------------------------------------------------------------------------------
+# The curriculum, and verl's settings this adapter can serve exactly
+# ---------------------------------------------------------------------------------------------
+
+
+def is_curriculum(path: Any) -> bool:
+    return isinstance(path, (str, os.PathLike)) and (Path(path) / "manifest.json").is_file()
+
+
+def curriculum_path(files: Any, key: str = "data.train_files") -> str | None:
+    """The curriculum directory ``files`` (verl's ``data.train_files`` / ``val_files``: a path or a
+    list of paths) names, or None where it names ordinary data files."""
+    paths = [files] if isinstance(files, (str, os.PathLike)) else list(files or [])
+    found = [str(p) for p in paths if is_curriculum(p)]
+    if not found:
+        return None
+    if len(paths) > 1:
+        raise RtpoDataError(
+            f"{key}={[str(p) for p in paths]} mixes an rtpo-data curriculum with other files; rtpo-data serves "
+            "one curriculum per dataset. Build one curriculum from all sources (rtpo-data build takes several "
+            "files) and pass its directory alone.")
+    return found[0]
+
+
+@functools.lru_cache(maxsize=8)
+def open_curriculum(path: str) -> Curriculum:
+    """One memory-mapped :class:`Curriculum` per process and path (every agent loop of a worker
+    shares it)."""
+    return Curriculum.open(path)
+
+
+def _get(config: Any, dotted: str, default: Any = None) -> Any:
+    node = config
+    for part in dotted.split("."):
+        if node is None:
+            return default
+        try:
+            node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+        except Exception:  # noqa: BLE001 - a struct config without the key
+            return default
+    return default if node is None else node
+
+
+def settings(config: Any) -> dict[str, Any]:
+    """rtpo-data's settings in verl's config (the ``rtpo`` block): horizon, policy, policy_seed."""
+    block = _get(config, SETTINGS) or {}
+    out = {"horizon": "auto", "policy": "global", "policy_seed": 0}
+    for key in out:
+        value = _get(block, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def verl_total_steps(config: Any, cur: Curriculum) -> int:
+    """The number of steps verl will train: ``trainer.total_training_steps`` when set, else its epochs
+    of ``len(dataset) // data.train_batch_size`` steps (``PPOTrainer._init_dataloader``)."""
+    explicit = _get(config, "trainer.total_training_steps")
+    if explicit is not None:
+        return int(explicit)
+    rows = len(cur)
+    limit = int(_get(config, "data.train_max_samples", -1) or -1)
+    if limit > 0:
+        rows = min(rows, limit)
+    return rows // int(_get(config, "data.train_batch_size")) * int(_get(config, "trainer.total_epochs", 1))
+
+
+def resolve_policy(name: Any) -> HintPolicy:
+    if isinstance(name, str) and name not in POLICIES:
+        raise RtpoDataError(f"+{SETTINGS}.policy={name!r}: use one of {', '.join(POLICIES)}.")
+    return make_policy(name)
+
+
+class RunPlan:
+    """What the manager needs for a run: the training curriculum, the horizon, the policy and its
+    state. Made by :func:`check_config`, which refuses what the adapter cannot serve exactly."""
+
+    def __init__(self, cur: Curriculum, total_steps: int, policy: HintPolicy, state: PolicyState) -> None:
+        self.cur, self.total_steps, self.policy, self.state = cur, total_steps, policy, state
+
+    def stages(self, rows: Sequence[int], global_steps: int) -> np.ndarray:
+        """The stage of each of ``rows`` at verl's ``global_steps`` (1-based; step ``global_steps - 1``
+        of the schedule)."""
+        step = max(0, int(global_steps) - 1)
+        return np.asarray(self.policy.select(self.state, np.asarray(rows, dtype=np.int64), step), dtype=np.int64)
+
+
+def check_config(config: Any) -> RunPlan:
+    """Refuse verl settings under which prompts could not follow the training step exactly, listing
+    every problem with what to change; return the run's plan otherwise."""
+    problems: list[str] = []
+    train = curriculum_path(_get(config, "data.train_files"))
+    if train is None:
+        raise ConfigError(
+            f"data.train_files={_get(config, 'data.train_files')!r} is not an rtpo-data curriculum (no manifest.json "
+            "in it): pass the directory written by `rtpo-data build`, or remove rtpo-data's agent-loop manager "
+            "(actor_rollout_ref.rollout.agent.agent_loop_manager_class) for ordinary verl datasets.",
+            what="verl settings for an rtpo-data curriculum")
+    cur = open_curriculum(train)
+    if not _get(config, "trainer.use_v1", True):
+        problems.append(
+            "trainer.use_v1=false: the legacy trainer does not pass the training step to agent loops, so no prompt "
+            "could follow the schedule. Use verl's V1 trainer (trainer.use_v1=true, the default).")
+    mode = _get(config, "trainer.v1.trainer_mode", "sync")
+    if mode != "sync":
+        problems.append(
+            f"trainer.v1.trainer_mode={mode}: the asynchronous trainers generate ahead of training (warm-up batches, "
+            "off-policy samples), so a prompt would carry the hint of the step it was dispatched at, not the step it "
+            "trains at. Use trainer.v1.trainer_mode=sync.")
+    if _get(config, "data.custom_cls.name") != "RTPODataset":
+        problems.append(
+            "data.custom_cls is not rtpo-data's dataset: set data.custom_cls.path=pkg://rtpo_data.adapters.verl "
+            "data.custom_cls.name=RTPODataset (rtpo-data train verl sets it).")
+    plan_total = None
+    opts = settings(config)
+    horizon = opts["horizon"]
+    try:
+        mode_or_steps = int(horizon) if str(horizon).lstrip("-").isdigit() else str(horizon)
+        if isinstance(mode_or_steps, str) and mode_or_steps not in HORIZONS:
+            raise ConfigError(f"+{SETTINGS}.horizon={horizon!r}: use one of {', '.join(HORIZONS)} or a number of steps",
+                              what="schedule horizon")
+        counted = ("trainer.total_training_steps" if _get(config, "trainer.total_training_steps") is not None
+                   else "trainer.total_epochs x (rows // data.train_batch_size)")
+        plan_total = resolve_horizon(mode_or_steps, built=cur.total_steps, trainer=verl_total_steps(config, cur),
+                                     curriculum=str(cur.path), trainer_steps=counted, choose=f"+{SETTINGS}.horizon=")
+    except RtpoDataError as exc:
+        problems.append(str(exc))
+    policy = None
+    try:
+        policy = resolve_policy(opts["policy"])
+    except RtpoDataError as exc:
+        problems.append(str(exc))
+    if policy is not None and not isinstance(policy, (GlobalSchedule, Mixed)):
+        problems.append(
+            f"+{SETTINGS}.policy={policy.name}: this policy learns from each group's rewards, which verl computes in "
+            "its reward workers after the agent loops have returned; the verl adapter does not feed them back yet. "
+            "Use +rtpo.policy=global or mixed here, or train with TRL or OpenRLHF (rtpo-data train trl/openrlhf).")
+    state = None
+    if policy is not None and plan_total is not None and not problems:
+        try:
+            state = policy.init_state(cur, cur.clock(plan_total), int(opts["policy_seed"]))
+        except RtpoDataError as exc:
+            problems.append(str(exc))
+    room = int(_get(config, "data.max_prompt_length", 512))
+    rollout_room = int(_get(config, "actor_rollout_ref.rollout.prompt_length", room))
+    longest = cur.longest_prompt_tokens()
+    limit = int(_get(config, "data.train_max_samples", -1) or -1)
+    if limit > 0:
+        longest = longest[:limit]
+    if len(longest):
+        row = int(np.argmax(longest))
+        need = int(longest[row])
+        for key, have in (("data.max_prompt_length", room), ("actor_rollout_ref.rollout.prompt_length", rollout_room)):
+            if need > have:
+                problems.append(
+                    f"{key}={have}: the longest prompt of {cur.path} is {need} tokens (row {cur.row_id(row)!r} with its "
+                    f"whole trace); verl would cut the start of the prompt, the question, with only a warning. Set "
+                    f"{key}={need} or more.")
+    val = _get(config, "data.val_files")
+    try:
+        val_path = curriculum_path(val, "data.val_files")
+    except RtpoDataError as exc:
+        problems.append(str(exc))
+        val_path = None
+    if val_path is not None and val_path != train:
+        bare = int(open_curriculum(val_path).lengths("bare_ids").max(initial=0))
+        if bare > room:
+            problems.append(f"data.max_prompt_length={room}: the longest validation prompt of {val_path} is {bare} "
+                            f"tokens. Set data.max_prompt_length={bare} or more.")
+    if problems:
+        raise ConfigError(problems, what="verl settings for an rtpo-data curriculum")
+    return RunPlan(cur, plan_total, policy, state)
+
+
+def _calling_trainer_config() -> Any:
+    """The whole run's config, from the verl trainer that is creating the dataset (verl hands a
+    dataset ``data`` alone: ``PPOTrainer._init_dataloader`` -> ``create_rl_dataset``), or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        config = getattr(owner, "config", None)
+        if config is not None and _get(config, "actor_rollout_ref") is not None:
+            return config
+        frame = frame.f_back
+    return None
+
+
+def check_manager(config: Any) -> None:
+    """Refuse a run whose agent-loop manager is not rtpo-data's: without it no row gets a stage, and
+    verl would log each failed prompt and go on."""
+    if config is None:
+        return
+    manager = _get(config, "actor_rollout_ref.rollout.agent.agent_loop_manager_class")
+    if manager != MANAGER:
+        raise ConfigError(
+            f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={manager}: rtpo-data's manager chooses each "
+            f"row's stage at every step. Add +actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER} "
+            "(rtpo-data train verl sets it; --print-overrides lists every override).",
+            what="verl settings for an rtpo-data curriculum")
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset (data.custom_cls): step-independent items
+# ---------------------------------------------------------------------------------------------
+
+
+class RTPODataset(torch.utils.data.Dataset):
+    """verl's ``data.custom_cls`` for rtpo-data curricula: item ``i`` names row ``i``, the curriculum
+    and the ``rtpo`` agent loop, and carries the gold answer for the reward. The prompt itself is
+    rendered when the row is dispatched (:class:`RTPOAgentLoop`), so items do not depend on the step.
+
+    Data files that are not a curriculum (a parquet validation set, say) get verl's own
+    ``RLHFDataset``.
+    """
+
+    def __new__(cls, data_files: Any = None, tokenizer: Any = None, config: Any = None, processor: Any = None,
+                max_samples: int = -1, **kwargs: Any) -> Any:
+        if curriculum_path(data_files) is None:
+            from verl.utils.dataset.rl_dataset import RLHFDataset
+
+            return RLHFDataset(data_files=data_files, tokenizer=tokenizer, config=config, processor=processor,
+                               max_samples=max_samples, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, data_files: Any, tokenizer: Any, config: Any, processor: Any = None, max_samples: int = -1,
+                 **kwargs: Any) -> None:
+        self.path = curriculum_path(data_files)
+        self.cur = open_curriculum(self.path)
+        self.num_rows = len(self.cur) if max_samples is None or max_samples < 0 else min(len(self.cur), max_samples)
+        if tokenizer is not None and not bool(_get(config, ALLOW_TOKENIZER.split(".", 1)[1], False)):
+            check_tokenizer(self.cur.manifest, tokenizer, curriculum=self.path, override=TOKENIZER_OVERRIDE)
+        room = _get(config, "max_prompt_length")
+        if room is not None and self.num_rows:
+            longest = int(self.cur.longest_prompt_tokens()[: self.num_rows].max())
+            if longest > int(room):
+                raise ConfigError(f"data.max_prompt_length={room}: the longest prompt of {self.path} is {longest} "
+                                  f"tokens; verl would cut the start of the prompt. Set data.max_prompt_length={longest} "
+                                  "or more.", what="verl settings for an rtpo-data curriculum")
+        self.data_source = f"rtpo:{Path(self.path).name}"
+        check_manager(_calling_trainer_config())
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < self.num_rows:
+            raise IndexError(f"row {i} of {self.num_rows}")
+        return {
+            "raw_prompt": self.cur.render([i], None, "messages")[0],
+            "dummy_tensor": torch.tensor([0], dtype=torch.uint8),
+            "data_source": self.data_source,
+            "reward_model": {"style": "rule", "ground_truth": self.cur.answer(i)},
+            "extra_info": {"index": i, "rtpo_row": i, "row_id": self.cur.row_id(i)},
+            "index": i,
+            "agent_name": AGENT_LOOP,
+            "rtpo_curriculum": self.path,
+            "rtpo_row": i,
+            "tools_kwargs": {},
+            "interaction_kwargs": {},
+        }
+
+    def __getstate__(self) -> dict[str, Any]:  # dataloader workers reopen the memory map
+        return {k: v for k, v in self.__dict__.items() if k != "cur"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.cur = open_curriculum(self.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The manager: checks the run, then stamps each row's stage on every batch it dispatches
+# ---------------------------------------------------------------------------------------------
+
+
+def _flag(batch: Any, key: str) -> bool:
+    if key not in batch:
+        return False
+    value = batch[key]
+    return bool(value.item() if isinstance(value, torch.Tensor) else getattr(value, "data", value))
+
+
+def _ints(values: Any) -> list[int]:
+    if isinstance(values, torch.Tensor):
+        return [int(v) for v in values.reshape(-1).tolist()]
+    return [int(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+
+
+class RTPOAgentLoopManager(AgentLoopManagerTQ):
+    """verl's TransferQueue agent-loop manager, for rtpo-data curricula: refuses the run's config at
+    creation when the prompts could not follow the step (:func:`check_config`), then stamps
+    ``rtpo_stage`` on every row of every batch: the policy's stage at ``global_steps - 1`` for
+    training, :data:`NO_HINT` for validation. Rows of other datasets pass through unstamped."""
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        self.rtpo = check_config(config)
+        super().__init__(config, *args, **kwargs)
+
+    def stamp(self, batch: Any) -> None:
+        """Add ``rtpo_stage`` (one int per row) to ``batch``, a verl TensorDict of prompts."""
+        if "rtpo_row" not in batch:
+            return
+        rows = _ints(batch["rtpo_row"])
+        if _flag(batch, "validate"):
+            stages = np.full(len(rows), NO_HINT, dtype=np.int64)
+        else:
+            if "global_steps" not in batch:
+                raise RtpoDataError("a training batch reached rtpo-data's agent-loop manager without global_steps: "
+                                    "this verl trainer does not stamp the step; use verl 0.9's V1 sync trainer.")
+            steps = batch["global_steps"]
+            step = int(steps.item() if isinstance(steps, torch.Tensor) else getattr(steps, "data", steps))
+            stages = self.rtpo.stages(rows, step)
+        batch["rtpo_stage"] = torch.as_tensor(stages, dtype=torch.int64)
+
+    def generate_sequences(self, prompts: Any) -> None:
+        self.stamp(prompts)
+        return super().generate_sequences(prompts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent loop: exact token ids to the rollout server
+# ---------------------------------------------------------------------------------------------
+
+
+def hinted_prompt(curriculum: str, row: int, stage: int) -> tuple[list[int], dict[str, Any]]:
+    """The token ids ``row`` of ``curriculum`` gets at ``stage`` (:data:`NO_HINT`: none) and the fields
+    the reward logs: ``rtpo_stage``, ``rtpo_hint_tokens``, ``rtpo_kept_fraction``."""
+    cur = open_curriculum(curriculum)
+    hinted = stage != NO_HINT
+    ids = cur.prompt_ids(row, stage if hinted else None)
+    hint = cur.cut(row, stage)[0] if hinted else 0
+    fraction = float(kept_fraction(np.array([hint]), cur.trace_tokens([row]))[0])
+    return list(ids), {"rtpo_stage": int(stage), "rtpo_hint_tokens": int(hint), "rtpo_kept_fraction": fraction}
+
+
+class RTPOAgentLoop(AgentLoopBase):
+    """Agent loop ``rtpo``: one completion of the curriculum's prompt for (row, stage).
+
+    The prompt's token ids are the curriculum's, sent as they are (no chat template is applied
+    here: the build applied it, with the hint placed where the build placed it). A prompt longer than
+    ``rollout.prompt_length`` raises rather than being cut from the left.
+    """
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        if "rtpo_stage" not in kwargs:
+            raise RtpoDataError(
+                "the rtpo agent loop got a row without rtpo_stage: set actor_rollout_ref.rollout.agent."
+                "agent_loop_manager_class=rtpo_data.adapters.verl.RTPOAgentLoopManager (rtpo-data train verl sets it).")
+        prompt_ids, fields = hinted_prompt(str(kwargs["rtpo_curriculum"]), int(kwargs["rtpo_row"]),
+                                           int(kwargs["rtpo_stage"]))
+        room = int(self.rollout_config.prompt_length)
+        if len(prompt_ids) > room:
+            raise RtpoDataError(f"row {int(kwargs['rtpo_row'])} of {kwargs['rtpo_curriculum']}: a prompt of "
+                                f"{len(prompt_ids)} tokens exceeds rollout.prompt_length={room}.")
+        metrics: dict[str, Any] = {}
+        output = await self.server_manager.generate(
+            request_id=uuid.uuid4().hex, prompt_ids=prompt_ids, sampling_params=sampling_params)
+        length = int(self.rollout_config.response_length)
+        response = list(output.token_ids)[:length]
+        logprobs = list(output.log_probs)[:length] if output.log_probs else None
+        metrics["num_preempted"] = output.num_preempted if output.num_preempted is not None else -1
+        extra = dict(output.extra_fields or {})
+        extra.update(fields, turn_scores=[], tool_rewards=[])
+        return AgentLoopOutput(prompt_ids=prompt_ids, response_ids=response, response_mask=[1] * len(response),
+                               response_logprobs=logprobs, num_turns=2, metrics=metrics, extra_fields=extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reward (reward.custom_reward_function)
+# ---------------------------------------------------------------------------------------------
+
+
+def compute_score(data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
+                  extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """verl's custom reward: ``score`` = ``acc`` = 1.0 when the response's final answer equals the gold
+    (:func:`rtpo_data.rewards.score`), else 0.0; ``format`` (:func:`rtpo_data.rewards.format_ok`);
+    and the row's ``rtpo_stage`` (-1: no hint), ``rtpo_hint_tokens`` and ``rtpo_kept_fraction``, so
+    verl logs them per step. ``solution_str`` is the response only (verl decodes it alone)."""
+    acc = float(score(solution_str, ground_truth) or 0.0)
+    info = extra_info or {}
+    out = {"score": acc, "acc": acc, "format": 1.0 if format_ok(solution_str) else 0.0}
+    for key, default in (("rtpo_stage", NO_HINT), ("rtpo_hint_tokens", 0), ("rtpo_kept_fraction", 0.0)):
+        value = info.get(key, default)
+        out[key] = float(value) if value is not None else float(default)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Launching: rtpo-data train verl --curriculum DIR -- <Hydra overrides>
+# ---------------------------------------------------------------------------------------------
+
+
+def overrides(curriculum: str | os.PathLike[str], given: Sequence[str] = ()) -> list[str]:
+    """The Hydra overrides that put rtpo-data into ``verl.trainer.main_ppo``, less those ``given``
+    already sets: the curriculum as train (and, unless given, validation) files, the dataset class,
+    the agent loop and its manager, the reward function, and (when neither
+    ``trainer.total_training_steps`` nor ``trainer.total_epochs`` is given) the curriculum's
+    ``--total-steps`` as verl's step count."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    path = str(Path(curriculum).resolve())
+    ours = {
+        "data.train_files": path,
+        "data.val_files": path,
+        "data.custom_cls.path": f"pkg://{MODULE}",
+        "data.custom_cls.name": "RTPODataset",
+        "actor_rollout_ref.rollout.agent.agent_loop_config_path": AGENT_LOOP_CONFIG,
+        "+actor_rollout_ref.rollout.agent.agent_loop_manager_class": MANAGER,
+    }
+    if not keys & {"trainer.total_training_steps", "trainer.total_epochs"}:
+        # verl's default is 30 epochs; a curriculum built for N steps trains N steps unless told otherwise
+        built = Curriculum.open(path).total_steps if is_curriculum(path) else None
+        if built is not None:
+            ours["trainer.total_training_steps"] = str(built)
+    if "reward.custom_reward_function.path" not in keys:
+        ours["reward.custom_reward_function.path"] = f"pkg://{MODULE}"
+        ours["reward.custom_reward_function.name"] = "compute_score"
+    return [f"{k}={v}" for k, v in ours.items() if k.lstrip("+") not in keys]
+
+
+def compose(overrides_: Sequence[str]) -> Any:
+    """verl's ``ppo_trainer`` config with ``overrides_``, as ``main_ppo`` composes it."""
+    import verl.trainer
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    config_dir = str(Path(verl.trainer.__file__).parent / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return hydra_compose(config_name="ppo_trainer", overrides=list(overrides_))
+
+
+def check_tokenizer_early(config: Any, cur: Curriculum) -> None:
+    """The model's tokenizer against the curriculum's, before Ray starts (the dataset checks again
+    with the tokenizer verl loads)."""
+    if _get(config, ALLOW_TOKENIZER, False):
+        return
+    path = _get(config, "actor_rollout_ref.model.tokenizer_path") or _get(config, "actor_rollout_ref.model.path")
+    if not path:
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    except Exception as exc:  # noqa: BLE001 - verl's workers load it; the dataset checks it there
+        logger.info("rtpo-data: the model's tokenizer %s does not load here (%s); verl's dataset checks it.", path, exc)
+        return
+    check_tokenizer(cur.manifest, tokenizer, curriculum=str(cur.path), override=TOKENIZER_OVERRIDE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rtpo-data train verl",
+        description="Run verl's own trainer (verl.trainer.main_ppo) with prompts from an rtpo-data curriculum, "
+                    "rendered for each training step. Everything after -- goes to verl as Hydra overrides.")
+    p.add_argument("--curriculum", required=True, help="The directory written by rtpo-data build.")
+    p.add_argument("--horizon", default=None,
+                   help="The schedule's horizon: auto (default), curriculum, trainer, or a number of steps.")
+    p.add_argument("--policy", default=None, choices=[p for p in POLICIES],
+                   help="Hint policy: global (default: the schedule), mixed (frontier is refused: see docs/verl.md).")
+    p.add_argument("--policy-seed", type=int, default=None, help="Seed of the mixed policy's (row, step) hash.")
+    p.add_argument("--print-overrides", action="store_true",
+                   help="Print the Hydra overrides for `python -m verl.trainer.main_ppo` and exit.")
+    return p
+
+
+def parse_launcher_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """rtpo-data's options, and verl's Hydra overrides: what follows ``--``, or (where a caller such as
+    Typer dropped the ``--``) every argument that is not an option."""
+    args = list(argv)
+    if "--" in args:
+        split = args.index("--")
+        return _parser().parse_args(args[:split]), args[split + 1:]
+    ours, rest = _parser().parse_known_args(args)
+    flags = [a for a in rest if a.startswith("-")]
+    if flags:
+        raise RtpoDataError(f"unknown option {flags[0]!r} (verl takes Hydra overrides, key=value, after --): "
+                            "see rtpo-data train verl --help.")
+    return ours, rest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``rtpo-data train verl`` / ``python -m rtpo_data.adapters.verl``: compose verl's config with the
+    user's overrides and rtpo-data's, refuse what cannot be served exactly (:func:`check_config`, the
+    tokenizer), then run ``verl.trainer.main_ppo`` unchanged."""
+    ours, given = parse_launcher_args(sys.argv[1:] if argv is None else argv)
+    if not is_curriculum(ours.curriculum):
+        raise RtpoDataError(f"--curriculum {ours.curriculum!r} is not an rtpo-data curriculum (no manifest.json in "
+                            "it): pass the directory written by rtpo-data build.")
+    train = next((o.split("=", 1)[1] for o in given if o.split("=", 1)[0] == "data.train_files"), None)
+    if train is not None and Path(train).resolve() != Path(ours.curriculum).resolve():
+        raise RtpoDataError(f"--curriculum {ours.curriculum!r} and data.train_files={train!r} differ: give one of them.")
+    extra = overrides(ours.curriculum, given)
+    for key, value in (("horizon", ours.horizon), ("policy", ours.policy), ("policy_seed", ours.policy_seed)):
+        if value is not None:
+            extra.append(f"+{SETTINGS}.{key}={value}")
+    full = [*given, *extra]
+    if ours.print_overrides:
+        print(" \\\n  ".join(["python -m verl.trainer.main_ppo", *full]))
+        return
+    config = compose(full)
+    plan = check_config(config)
+    check_tokenizer_early(config, plan.cur)
+    run_as_main(MAIN_MODULE, full)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RtpoDataError as exc:
+        sys.exit(f"rtpo-data: {exc}")
