@@ -73,10 +73,10 @@ from rtpo_data.policies import (
     POLICIES,
     GlobalSchedule,
     HintPolicy,
-    Mixed,
     Observations,
     PolicyState,
     make_policy,
+    policy_learns,
     step_metrics,
 )
 from rtpo_data.render import kept_fraction
@@ -160,13 +160,6 @@ def resolve_policy(name: str | HintPolicy | None = None) -> HintPolicy:
     if isinstance(value, str) and value not in POLICIES:
         raise RtpoDataError(f"--rtpo.policy / {POLICY_ENV} = {value!r}: use one of {', '.join(POLICIES)}.")
     return make_policy(value)
-
-
-def policy_learns(policy: HintPolicy) -> bool:
-    """Whether the policy's choices depend on the rewards it observes (``frontier``; any policy but the
-    stateless ``global`` and ``mixed``). Such a policy must see every group's rewards, before dynamic
-    filtering; the others only lose the ``rtpo/`` group figures without them."""
-    return not isinstance(policy, (GlobalSchedule, Mixed))
 
 
 def resolve_success_threshold(value: float | str | None = None) -> float:

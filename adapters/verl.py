@@ -37,8 +37,13 @@ Worked example: ``data.train_batch_size=2 actor_rollout_ref.rollout.n=4`` and a 
 
 Every sample of a row gets the same prompt (the stage is stamped once per row, before verl fans out
 ``rollout.n`` sessions). Resuming from ``global_step_g`` reproduces the uninterrupted run: verl sets
-``global_steps`` from the folder and restores the dataloader from ``data.pt``, and the stage is a
-function of (row, step) alone for the ``global`` and ``mixed`` policies.
+``global_steps`` from the folder and restores the dataloader from ``data.pt``; the stage is a function
+of (row, step) for the ``global`` and ``mixed`` policies, and of (row, step, saved state) for
+``frontier``, whose state :class:`RTPOCheckpointCallback` writes into every checkpoint folder.
+
+A policy that learns from rewards (``frontier``) sees every training sample verl scores:
+:class:`RTPOAgentLoopWorker` records (row, stage, step, reward) once verl's reward workers have scored
+a sample, and the manager applies them all before it stamps the next step.
 
 Launch with ``rtpo-data train verl --curriculum DIR -- <verl's Hydra overrides>`` (:func:`main`), or
 with ``python -m verl.trainer.main_ppo`` and the overrides :func:`overrides` lists (``rtpo-data train
@@ -62,16 +67,25 @@ import numpy as np
 from rtpo_data.adapters import run_as_main
 from rtpo_data.curriculum import Curriculum
 from rtpo_data.errors import ConfigError, RtpoDataError
-from rtpo_data.policies import POLICIES, GlobalSchedule, HintPolicy, Mixed, PolicyState, make_policy
+from rtpo_data.policies import (
+    POLICIES,
+    HintPolicy,
+    Observations,
+    PolicyState,
+    make_policy,
+    policy_learns,
+)
 from rtpo_data.render import kept_fraction
 from rtpo_data.rewards import format_ok, score
 from rtpo_data.schedule import HORIZONS, resolve_horizon
 from rtpo_data.tokenizer import check_tokenizer
 
 try:
+    import ray
     import torch
     from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
-    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
+    from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f"rtpo_data.adapters.verl needs verl 0.9 ({exc}): pip install 'rtpo-data[verl]' 'verl[vllm]==0.9.1' "
@@ -84,6 +98,7 @@ AGENT_LOOP = "rtpo"
 AGENT_LOOP_CONFIG = str(Path(__file__).with_name("verl_agent_loop.yaml"))
 MODULE = "rtpo_data.adapters.verl"
 MANAGER = f"{MODULE}.RTPOAgentLoopManager"
+CHECKPOINT_CALLBACK = f"{MODULE}.RTPOCheckpointCallback"
 MAIN_MODULE = "verl.trainer.main_ppo"
 # A stage that means "no hint" in the batch (validation); tensors cannot hold None.
 NO_HINT = -1
@@ -137,9 +152,10 @@ def _get(config: Any, dotted: str, default: Any = None) -> Any:
 
 
 def settings(config: Any) -> dict[str, Any]:
-    """rtpo-data's settings in verl's config (the ``rtpo`` block): horizon, policy, policy_seed."""
+    """rtpo-data's settings in verl's config (the ``rtpo`` block): horizon, policy, policy_seed,
+    success_threshold."""
     block = _get(config, SETTINGS) or {}
-    out = {"horizon": "auto", "policy": "global", "policy_seed": 0}
+    out = {"horizon": "auto", "policy": "global", "policy_seed": 0, "success_threshold": 0.5}
     for key in out:
         value = _get(block, key)
         if value is not None:
@@ -170,8 +186,15 @@ class RunPlan:
     """What the manager needs for a run: the training curriculum, the horizon, the policy and its
     state. Made by :func:`check_config`, which refuses what the adapter cannot serve exactly."""
 
-    def __init__(self, cur: Curriculum, total_steps: int, policy: HintPolicy, state: PolicyState) -> None:
+    def __init__(self, cur: Curriculum, total_steps: int, policy: HintPolicy, state: PolicyState,
+                 success_threshold: float = 0.5) -> None:
         self.cur, self.total_steps, self.policy, self.state = cur, total_steps, policy, state
+        self.success_threshold = success_threshold
+
+    @property
+    def learns(self) -> bool:
+        """Whether the policy's choices depend on the rewards it observes (``frontier``)."""
+        return policy_learns(self.policy)
 
     def stages(self, rows: Sequence[int], global_steps: int) -> np.ndarray:
         """The stage of each of ``rows`` at verl's ``global_steps`` (1-based; step ``global_steps - 1``
@@ -180,18 +203,9 @@ class RunPlan:
         return np.asarray(self.policy.select(self.state, np.asarray(rows, dtype=np.int64), step), dtype=np.int64)
 
 
-def check_config(config: Any) -> RunPlan:
-    """Refuse verl settings under which prompts could not follow the training step exactly, listing
-    every problem with what to change; return the run's plan otherwise."""
-    problems: list[str] = []
-    train = curriculum_path(_get(config, "data.train_files"))
-    if train is None:
-        raise ConfigError(
-            f"data.train_files={_get(config, 'data.train_files')!r} is not an rtpo-data curriculum (no manifest.json "
-            "in it): pass the directory written by `rtpo-data build`, or remove rtpo-data's agent-loop manager "
-            "(actor_rollout_ref.rollout.agent.agent_loop_manager_class) for ordinary verl datasets.",
-            what="verl settings for an rtpo-data curriculum")
-    cur = open_curriculum(train)
+def _trainer_problems(config: Any) -> list[str]:
+    """verl trainers and datasets under which no prompt could follow the step."""
+    problems = []
     if not _get(config, "trainer.use_v1", True):
         problems.append(
             "trainer.use_v1=false: the legacy trainer does not pass the training step to agent loops, so no prompt "
@@ -206,38 +220,51 @@ def check_config(config: Any) -> RunPlan:
         problems.append(
             "data.custom_cls is not rtpo-data's dataset: set data.custom_cls.path=pkg://rtpo_data.adapters.verl "
             "data.custom_cls.name=RTPODataset (rtpo-data train verl sets it).")
-    plan_total = None
-    opts = settings(config)
-    horizon = opts["horizon"]
-    try:
-        mode_or_steps = int(horizon) if str(horizon).lstrip("-").isdigit() else str(horizon)
-        if isinstance(mode_or_steps, str) and mode_or_steps not in HORIZONS:
-            raise ConfigError(f"+{SETTINGS}.horizon={horizon!r}: use one of {', '.join(HORIZONS)} or a number of steps",
-                              what="schedule horizon")
-        counted = ("trainer.total_training_steps" if _get(config, "trainer.total_training_steps") is not None
-                   else "trainer.total_epochs x (rows // data.train_batch_size)")
-        plan_total = resolve_horizon(mode_or_steps, built=cur.total_steps, trainer=verl_total_steps(config, cur),
-                                     curriculum=str(cur.path), trainer_steps=counted, choose=f"+{SETTINGS}.horizon=")
-    except RtpoDataError as exc:
-        problems.append(str(exc))
-    policy = None
-    try:
-        policy = resolve_policy(opts["policy"])
-    except RtpoDataError as exc:
-        problems.append(str(exc))
-    if policy is not None and not isinstance(policy, (GlobalSchedule, Mixed)):
+    return problems
+
+
+def resolve_total_steps(config: Any, cur: Curriculum) -> int:
+    """The schedule's horizon: ``+rtpo.horizon`` (``auto`` by default) between the curriculum's
+    ``--total-steps`` and verl's step count (:func:`rtpo_data.schedule.resolve_horizon`)."""
+    horizon = settings(config)["horizon"]
+    mode = int(horizon) if str(horizon).lstrip("-").isdigit() else str(horizon)
+    if isinstance(mode, str) and mode not in HORIZONS:
+        raise ConfigError(f"+{SETTINGS}.horizon={horizon!r}: use one of {', '.join(HORIZONS)} or a number of steps",
+                          what="schedule horizon")
+    counted = ("trainer.total_training_steps" if _get(config, "trainer.total_training_steps") is not None
+               else "trainer.total_epochs x (rows // data.train_batch_size)")
+    return resolve_horizon(mode, built=cur.total_steps, trainer=verl_total_steps(config, cur), curriculum=str(cur.path),
+                           trainer_steps=counted, choose=f"+{SETTINGS}.horizon=")
+
+
+def _learning_problems(config: Any, policy: HintPolicy) -> list[str]:
+    """What a policy that learns from rewards needs of verl: rewards while the rollout runs, and its
+    state saved with checkpoints."""
+    problems = []
+    reward_model = _get(config, "reward.reward_model") or {}
+    if _get(reward_model, "enable", False) and not _get(reward_model, "enable_resource_pool", False):
         problems.append(
-            f"+{SETTINGS}.policy={policy.name}: this policy learns from each group's rewards, which verl computes in "
-            "its reward workers after the agent loops have returned; the verl adapter does not feed them back yet. "
-            "Use +rtpo.policy=global or mixed here, or train with TRL or OpenRLHF (rtpo-data train trl/openrlhf).")
-    state = None
-    if policy is not None and plan_total is not None and not problems:
-        try:
-            state = policy.init_state(cur, cur.clock(plan_total), int(opts["policy_seed"]))
-        except RtpoDataError as exc:
-            problems.append(str(exc))
+            f"+{SETTINGS}.policy={policy.name} with a colocated reward model: the policy learns from each sample's "
+            "reward as its group comes back from the rollout, and this reward is computed later, in the trainer. "
+            "Use reward.reward_model.enable_resource_pool=true or a reward function, or +rtpo.policy=global or mixed.")
+    callback = _get(config, "trainer.checkpoint_callback_class")
+    if int(_get(config, "trainer.save_freq", -1)) > 0 and callback != CHECKPOINT_CALLBACK:
+        problems.append(
+            f"trainer.checkpoint_callback_class={callback}: the {policy.name} policy's per-row state must be saved "
+            f"with every checkpoint, or a resume would choose other hints. Set trainer.checkpoint_callback_class="
+            f"{CHECKPOINT_CALLBACK} (rtpo-data train verl sets it; to run a callback of your own too, subclass "
+            "RTPOCheckpointCallback).")
+    return problems
+
+
+def _length_problems(config: Any, cur: Curriculum, train: str) -> list[str]:
+    """Prompt budgets shorter than the longest prompt: verl would cut the start of it."""
+    problems = []
     room = int(_get(config, "data.max_prompt_length", 512))
+    budgets = {"data.max_prompt_length": room}
     rollout_room = int(_get(config, "actor_rollout_ref.rollout.prompt_length", room))
+    if rollout_room != room:
+        budgets["actor_rollout_ref.rollout.prompt_length"] = rollout_room
     longest = cur.longest_prompt_tokens()
     limit = int(_get(config, "data.train_max_samples", -1) or -1)
     if limit > 0:
@@ -245,26 +272,61 @@ def check_config(config: Any) -> RunPlan:
     if len(longest):
         row = int(np.argmax(longest))
         need = int(longest[row])
-        for key, have in (("data.max_prompt_length", room), ("actor_rollout_ref.rollout.prompt_length", rollout_room)):
+        for key, have in budgets.items():
             if need > have:
                 problems.append(
                     f"{key}={have}: the longest prompt of {cur.path} is {need} tokens (row {cur.row_id(row)!r} with its "
                     f"whole trace); verl would cut the start of the prompt, the question, with only a warning. Set "
                     f"{key}={need} or more.")
-    val = _get(config, "data.val_files")
     try:
-        val_path = curriculum_path(val, "data.val_files")
+        val = curriculum_path(_get(config, "data.val_files"), "data.val_files")
+    except RtpoDataError as exc:
+        return [*problems, str(exc)]
+    if val is not None and val != train:
+        bare = int(open_curriculum(val).lengths("bare_ids").max(initial=0))
+        if bare > room:
+            problems.append(f"data.max_prompt_length={room}: the longest validation prompt of {val} is {bare} tokens. "
+                            f"Set data.max_prompt_length={bare} or more.")
+    return problems
+
+
+def check_config(config: Any) -> RunPlan:
+    """Refuse verl settings under which prompts could not follow the training step exactly, listing
+    every problem with what to change; return the run's plan otherwise."""
+    train = curriculum_path(_get(config, "data.train_files"))
+    if train is None:
+        raise ConfigError(
+            f"data.train_files={_get(config, 'data.train_files')!r} is not an rtpo-data curriculum (no manifest.json "
+            "in it): pass the directory written by `rtpo-data build`, or remove rtpo-data's agent-loop manager "
+            "(actor_rollout_ref.rollout.agent.agent_loop_manager_class) for ordinary verl datasets.",
+            what="verl settings for an rtpo-data curriculum")
+    cur = open_curriculum(train)
+    opts = settings(config)
+    problems = _trainer_problems(config) + _length_problems(config, cur, train)
+    total = policy = None
+    try:
+        total = resolve_total_steps(config, cur)
     except RtpoDataError as exc:
         problems.append(str(exc))
-        val_path = None
-    if val_path is not None and val_path != train:
-        bare = int(open_curriculum(val_path).lengths("bare_ids").max(initial=0))
-        if bare > room:
-            problems.append(f"data.max_prompt_length={room}: the longest validation prompt of {val_path} is {bare} "
-                            f"tokens. Set data.max_prompt_length={bare} or more.")
+    try:
+        policy = resolve_policy(opts["policy"])
+    except RtpoDataError as exc:
+        problems.append(str(exc))
+    numbers = {}
+    for key, kind in (("success_threshold", float), ("policy_seed", int)):
+        try:
+            numbers[key] = kind(opts[key])
+        except (TypeError, ValueError):
+            problems.append(f"+{SETTINGS}.{key}={opts[key]!r}: give a number.")
+    if policy is not None and policy_learns(policy):
+        problems += _learning_problems(config, policy)
     if problems:
         raise ConfigError(problems, what="verl settings for an rtpo-data curriculum")
-    return RunPlan(cur, plan_total, policy, state)
+    try:
+        state = policy.init_state(cur, cur.clock(total), numbers["policy_seed"])
+    except RtpoDataError as exc:
+        raise ConfigError(str(exc), what="verl settings for an rtpo-data curriculum") from None
+    return RunPlan(cur, total, policy, state, numbers["success_threshold"])
 
 
 def _calling_trainer_config() -> Any:
@@ -381,15 +443,88 @@ def _ints(values: Any) -> list[int]:
     return [int(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
+class RTPOAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
+    """verl's TransferQueue agent-loop worker, which also records each training sample's (row, stage,
+    step, reward) for a hint policy that learns. A sample is recorded once verl has scored it and
+    before its group is marked finished, so every record of a step is here before the trainer samples
+    that step."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rtpo_records: list[tuple[int, int, int, float]] = []
+
+    async def _agent_loop_postprocess(self, output: Any, validate: Any, **kwargs: Any) -> None:
+        await super()._agent_loop_postprocess(output, validate, **kwargs)
+        final = output[-1] if isinstance(output, list) else output
+        if validate or "rtpo_stage" not in kwargs or final is None or final.reward_score is None:
+            return
+        self.rtpo_records.append((int(kwargs["rtpo_row"]), int(kwargs["rtpo_stage"]), int(kwargs["global_steps"]) - 1,
+                                  float(final.reward_score)))
+
+    def rtpo_drain(self) -> list[tuple[int, int, int, float]]:
+        """The records since the last call: (row, stage, 0-based step, reward) per sample."""
+        records, self.rtpo_records = self.rtpo_records, []
+        return records
+
+
+RTPOAgentLoopWorkerActor = ray.remote(RTPOAgentLoopWorker)
+
+
 class RTPOAgentLoopManager(AgentLoopManagerTQ):
     """verl's TransferQueue agent-loop manager, for rtpo-data curricula: refuses the run's config at
     creation when the prompts could not follow the step (:func:`check_config`), then stamps
     ``rtpo_stage`` on every row of every batch: the policy's stage at ``global_steps - 1`` for
-    training, :data:`NO_HINT` for validation. Rows of other datasets pass through unstamped."""
+    training, :data:`NO_HINT` for validation. Rows of other datasets pass through unstamped.
+
+    A policy that learns (``frontier``) is updated, before each training step's first batch, with
+    the rewards of the samples generated since (:meth:`observe`); its state is saved into every
+    checkpoint by :class:`RTPOCheckpointCallback` and read back when a resumed run dispatches its
+    first batch.
+    """
+
+    rtpo_started = False  # whether a training batch was stamped yet (a resumed run loads state then)
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         self.rtpo = check_config(config)
         super().__init__(config, *args, **kwargs)
+        self.agent_loop_workers_class = RTPOAgentLoopWorkerActor
+
+    def observe(self) -> None:
+        """Update the policy's state with every sample the workers scored since the last call."""
+        if not self.rtpo.learns:
+            return
+        records = [r for batch in ray.get([w.rtpo_drain.remote() for w in self.agent_loop_workers]) for r in batch]
+        plan = self.rtpo
+        for step in sorted({r[2] for r in records}):
+            rows, stages, rewards = (np.array(col) for col in zip(*[r[:2] + r[3:] for r in records if r[2] == step]))
+            plan.state = plan.policy.update(plan.state, Observations(
+                rows=rows.astype(np.int64), stages=stages.astype(np.int64),
+                successes=(rewards >= plan.success_threshold).astype(np.int64),
+                samples=np.ones(len(rows), dtype=np.int64), step=step))
+
+    def save_policy(self, checkpoint_dir: str | os.PathLike[str]) -> None:
+        """Write the hint policy's state into ``checkpoint_dir`` (a policy that learns only)."""
+        if self.rtpo.learns:
+            self.observe()
+            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            self.rtpo.state.save(checkpoint_dir)
+
+    def _resume(self, global_steps: int) -> None:
+        """On a run's first training batch: a run that starts past step 1 resumed from the checkpoint
+        of step ``global_steps - 1``; a policy that learns reads its state back from there."""
+        self.rtpo_started = True
+        if global_steps <= 1 or not self.rtpo.learns:
+            return
+        trainer = self.config.trainer
+        if _get(trainer, "resume_mode") == "resume_path":
+            folder = Path(str(_get(trainer, "resume_from_path")))
+        else:
+            folder = Path(str(_get(trainer, "default_local_dir"))) / f"global_step_{global_steps - 1}"
+        if not folder.is_absolute():
+            folder = Path.cwd() / folder
+        fresh = self.rtpo.policy.init_state(self.rtpo.cur, self.rtpo.cur.clock(self.rtpo.total_steps),
+                                            int(self.rtpo.state.seed))
+        self.rtpo.state = PolicyState.load(folder, fresh)
 
     def stamp(self, batch: Any) -> None:
         """Add ``rtpo_stage`` (one int per row) to ``batch``, a verl TensorDict of prompts."""
@@ -404,12 +539,27 @@ class RTPOAgentLoopManager(AgentLoopManagerTQ):
                                     "this verl trainer does not stamp the step; use verl 0.9's V1 sync trainer.")
             steps = batch["global_steps"]
             step = int(steps.item() if isinstance(steps, torch.Tensor) else getattr(steps, "data", steps))
+            if not self.rtpo_started:
+                self._resume(step)
+            self.observe()
             stages = self.rtpo.stages(rows, step)
         batch["rtpo_stage"] = torch.as_tensor(stages, dtype=torch.int64)
 
     def generate_sequences(self, prompts: Any) -> None:
         self.stamp(prompts)
         return super().generate_sequences(prompts)
+
+
+class RTPOCheckpointCallback(CheckpointCallback):
+    """verl's ``trainer.checkpoint_callback_class``: after verl saves ``global_step_N``, the hint
+    policy's state (a policy that learns) goes into the same folder (``rtpo_policy.npz`` and
+    ``rtpo_policy.json``)."""
+
+    def on_save(self, trainer: Any, global_step: int, checkpoint_dir: str, async_save: bool = False,
+                **kwargs: Any) -> None:
+        manager = getattr(trainer, "agent_loop_manager", None)
+        if isinstance(manager, RTPOAgentLoopManager):
+            manager.save_policy(checkpoint_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +638,7 @@ def compute_score(data_source: Any = None, solution_str: str = "", ground_truth:
 def overrides(curriculum: str | os.PathLike[str], given: Sequence[str] = ()) -> list[str]:
     """The Hydra overrides that put rtpo-data into ``verl.trainer.main_ppo``, less those ``given``
     already sets: the curriculum as train (and, unless given, validation) files, the dataset class,
-    the agent loop and its manager, the reward function, and (when neither
+    the agent loop and its manager, the checkpoint callback, the reward function, and (when neither
     ``trainer.total_training_steps`` nor ``trainer.total_epochs`` is given) the curriculum's
     ``--total-steps`` as verl's step count."""
     keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
@@ -500,6 +650,7 @@ def overrides(curriculum: str | os.PathLike[str], given: Sequence[str] = ()) -> 
         "data.custom_cls.name": "RTPODataset",
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": AGENT_LOOP_CONFIG,
         "+actor_rollout_ref.rollout.agent.agent_loop_manager_class": MANAGER,
+        "trainer.checkpoint_callback_class": CHECKPOINT_CALLBACK,
     }
     if not keys & {"trainer.total_training_steps", "trainer.total_epochs"}:
         # verl's default is 30 epochs; a curriculum built for N steps trains N steps unless told otherwise
@@ -549,9 +700,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--curriculum", required=True, help="The directory written by rtpo-data build.")
     p.add_argument("--horizon", default=None,
                    help="The schedule's horizon: auto (default), curriculum, trainer, or a number of steps.")
-    p.add_argument("--policy", default=None, choices=[p for p in POLICIES],
-                   help="Hint policy: global (default: the schedule), mixed (frontier is refused: see docs/verl.md).")
-    p.add_argument("--policy-seed", type=int, default=None, help="Seed of the mixed policy's (row, step) hash.")
+    p.add_argument("--policy", default=None, choices=list(POLICIES),
+                   help="Hint policy: global (default: the schedule), mixed or frontier (docs/policies.md).")
+    p.add_argument("--policy-seed", type=int, default=None, help="Seed of the policy's (row, step) hash.")
+    p.add_argument("--success-threshold", type=float, default=None,
+                   help="Reward at or above which a sample counts as a success for the hint policy (default 0.5).")
     p.add_argument("--print-overrides", action="store_true",
                    help="Print the Hydra overrides for `python -m verl.trainer.main_ppo` and exit.")
     return p
@@ -584,7 +737,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if train is not None and Path(train).resolve() != Path(ours.curriculum).resolve():
         raise RtpoDataError(f"--curriculum {ours.curriculum!r} and data.train_files={train!r} differ: give one of them.")
     extra = overrides(ours.curriculum, given)
-    for key, value in (("horizon", ours.horizon), ("policy", ours.policy), ("policy_seed", ours.policy_seed)):
+    for key, value in (("horizon", ours.horizon), ("policy", ours.policy), ("policy_seed", ours.policy_seed),
+                       ("success_threshold", ours.success_threshold)):
         if value is not None:
             extra.append(f"+{SETTINGS}.{key}={value}")
     full = [*given, *extra]

@@ -441,7 +441,8 @@ GPU stack: pip install 'rtpo-data[openrlhf]' 'openrlhf[vllm]==0.11.2'.
 """,
     "verl": """\
 Usage: rtpo-data train verl --curriculum DIR [--horizon MODE] [--policy NAME]
-                            [--policy-seed N] [--print-overrides]
+                            [--policy-seed N] [--success-threshold X]
+                            [--print-overrides]
                             -- <verl.trainer.main_ppo Hydra overrides>
 
   Run verl's own trainer (verl.trainer.main_ppo, the V1 sync trainer) with
@@ -455,8 +456,10 @@ rtpo-data options:
   --horizon MODE         Schedule horizon: auto (default), curriculum, trainer,
                          or a number of steps.
   --policy NAME          Hint policy: global (the curriculum's schedule, the
-                         default) or mixed (docs/policies.md).
-  --policy-seed N        Seed of the mixed policy's (row, step) hash.
+                         default), mixed or frontier (docs/policies.md).
+  --policy-seed N        Seed of the policy's (row, step) hash.
+  --success-threshold X  Reward at or above which a sample counts as a success
+                         for the hint policy (default 0.5).
   --print-overrides      Print the plain `python -m verl.trainer.main_ppo`
                          command with rtpo-data's overrides, and exit.
 

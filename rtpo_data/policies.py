@@ -361,6 +361,13 @@ class Frontier:
                                                              "last_step": last_step}})
 
 
+def policy_learns(policy: HintPolicy) -> bool:
+    """Whether ``policy``'s choices depend on the rewards it observes (``frontier``; any policy but the
+    stateless ``global`` and ``mixed``): a trainer must then show it every group's rewards and save its
+    state with checkpoints."""
+    return not isinstance(policy, (GlobalSchedule, Mixed))
+
+
 def make_policy(policy: str | HintPolicy | None) -> HintPolicy:
     """A policy object from a name (``"global"``, ``"mixed"``, ``"frontier"``, with defaults) or as given."""
     if policy is None or policy == "global":

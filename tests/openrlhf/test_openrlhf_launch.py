@@ -37,12 +37,10 @@ def no_launch(monkeypatch):
     """Capture what the wrapper would run instead of running OpenRLHF's CLI."""
     calls = []
 
-    def run_module(name, run_name=None, alter_sys=False):
-        calls.append(SimpleNamespace(name=name, run_name=run_name, argv=list(sys.argv)))
+    def run_as_main(module, argv):
+        calls.append(SimpleNamespace(name=module, argv=[module, *argv]))
 
-    import runpy
-
-    monkeypatch.setattr(runpy, "run_module", run_module)
+    monkeypatch.setattr(adapter, "run_as_main", run_as_main)
     return calls
 
 
@@ -102,8 +100,7 @@ def test_wrapper_runs_the_stock_cli_with_the_curriculum(tiny, stock_trainer, no_
     flags = base_flags(tiny, {"data.prompt_dataset": None, "reward.remote_url": None})
     adapter.main(["--curriculum", str(tiny["cur"]), "--", *flags])
     (call,) = no_launch
-    assert (call.name, call.run_name) == ("openrlhf.cli.train_ppo_ray", "__main__")
-    assert call.argv[0] == "openrlhf.cli.train_ppo_ray"
+    assert call.name == call.argv[0] == "openrlhf.cli.train_ppo_ray"
     argv = call.argv[1:]
     assert argv[argv.index("--data.prompt_dataset") + 1] == str(tiny["cur"])
     assert argv[argv.index("--reward.remote_url") + 1] == adapter.REWARD_FILE

@@ -50,8 +50,11 @@ def test_each_setting_that_cannot_follow_the_step_is_refused(tiny):
     assert "data.max_prompt_length=20: the longest prompt" in message and f"data.max_prompt_length={need} or more" in message
     message = refusal(tiny, "trainer.total_training_steps=6")
     assert "total_steps=4" in message and "trainer.total_training_steps=6" in message and "+rtpo.horizon=" in message
-    message = refusal(tiny, "+rtpo.policy=frontier")
-    assert "+rtpo.policy=frontier" in message and "global or mixed" in message
+    message = refusal(tiny, "+rtpo.policy=frontier", "reward.reward_model.enable=true")
+    assert "+rtpo.policy=frontier with a colocated reward model" in message
+    message = refusal(tiny, "+rtpo.policy=frontier", "trainer.save_freq=5", "trainer.checkpoint_callback_class=my.Saver")
+    assert "trainer.checkpoint_callback_class=my.Saver" in message and "RTPOCheckpointCallback" in message
+    assert "+rtpo.success_threshold='high': give a number" in refusal(tiny, "+rtpo.success_threshold=high")
     # several at once, each named
     message = refusal(tiny, "trainer.use_v1=false", "trainer.total_training_steps=6")
     assert "2 problems" in message
@@ -229,3 +232,12 @@ def test_the_documented_command_composes_and_passes_the_checks(tiny):
     config = adapter.compose([*given, *adapter.overrides(tiny["cur"], given)])
     plan = adapter.check_config(config)
     assert plan.total_steps == TOTAL_STEPS and config.actor_rollout_ref.rollout.n == 8
+
+
+def test_the_help_shown_without_verl_names_every_launcher_option():
+    from rtpo_data.cli.main import TRAIN_HELP
+
+    options = [o for action in adapter._parser()._actions for o in action.option_strings if o.startswith("--")]
+    assert "--curriculum" in options and "--success-threshold" in options
+    for option in options:
+        assert option in TRAIN_HELP["verl"], option

@@ -2,12 +2,15 @@
 
 :class:`Run` composes verl's real config (``rtpo_data.adapters.verl.compose``), makes verl's sync
 ``PPOTrainer`` with ``__new__`` (as verl's own V1 unit tests do) and runs its real
-``_init_tokenizer``, ``_init_dataloader`` and replay buffer; creates rtpo-data's agent-loop manager
-with verl's real ``AgentLoopWorkerTQ`` Ray actors and a real TransferQueue; then, per step, calls the
-trainer's ``prepare_step`` (the dataloader batch, stamped with ``global_steps``, dispatched to the
-workers) and ``replay_buffer.sample``, and reads the samples back from the TransferQueue: what verl
-would train on. Only the LLM server is a double (:class:`verl_doubles.EchoServer`), and no model is
-updated between steps.
+``_init_tokenizer``, ``_init_dataloader`` and replay buffer; starts verl's ``RewardLoopManager`` (reward
+worker actors running the configured reward function) and rtpo-data's agent-loop manager with its
+``AgentLoopWorkerTQ`` Ray actors and a real TransferQueue. Per step it calls the trainer's
+``prepare_step`` (the dataloader batch, stamped with ``global_steps``, dispatched to the workers) and
+``replay_buffer.sample``, and reads the samples back from the TransferQueue: what verl would train on.
+A checkpoint writes ``data.pt`` and calls the configured checkpoint callback, as
+``PPOTrainer._save_checkpoint`` does; a restart makes a fresh dataloader and manager and loads
+``data.pt``, as a resumed run does. Only the LLM server is a double
+(:class:`verl_doubles.ScriptedServer`), and no model is updated between steps.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from typing import Any
 import ray
 import torch
 
-from verl_doubles import EchoServer
+from verl_doubles import ScriptedServer
 
 HERE = Path(__file__).resolve().parent
-RESPONSE = [5, 6, 7]
 # The curricula of conftest.py: ROWS rows, STAGES stages over TOTAL_STEPS steps.
 ROWS, STAGES, TOTAL_STEPS = 8, 4, 4
 
@@ -37,7 +39,8 @@ class Sample:
     server_ids: list[int]       # what the LLM server was sent
     response_ids: list[int]
     response_mask: list[int]
-    extra: dict[str, Any]
+    reward: float               # verl's reward (the last token's rm_score)
+    extra: dict[str, Any]       # the agent loop's extra_fields, with verl's reward_extra_info
 
 
 def start_ray() -> None:
@@ -51,11 +54,12 @@ def start_ray() -> None:
 
 
 class Run:
-    def __init__(self, overrides: list[str]) -> None:
+    def __init__(self, overrides: list[str], tokenizer_dir: str) -> None:
         import transfer_queue as tq
+        from verl.experimental.reward_loop import RewardLoopManager
         from verl.trainer.ppo.v1 import get_trainer_cls
 
-        from rtpo_data.adapters.verl import RTPOAgentLoopManager, compose
+        from rtpo_data.adapters.verl import compose
 
         start_ray()
         self.config = compose(overrides)
@@ -70,9 +74,22 @@ class Run:
         trainer._init_dataloader()
         trainer.replay_buffer = trainer._build_replay_buffer()
         self.trainer = trainer
-        self.manager = RTPOAgentLoopManager.create(config=self.config, llm_client=EchoServer(RESPONSE),
-                                                   teacher_client=None, reward_loop_worker_handles=None)
-        trainer.agent_loop_manager = self.manager
+        self.rewards = RewardLoopManager(config=self.config)
+        self.server = ScriptedServer(tokenizer_dir)
+        self.manager = None
+        self.new_manager()
+
+    def new_manager(self) -> None:
+        """The agent-loop manager named by the config (rtpo-data's), with fresh workers."""
+        from verl.utils.import_utils import load_class_from_fqn
+
+        if self.manager is not None:
+            for worker in self.manager.agent_loop_workers:
+                ray.kill(worker)
+        cls = load_class_from_fqn(self.config.actor_rollout_ref.rollout.agent.agent_loop_manager_class, "manager")
+        self.manager = cls.create(config=self.config, llm_client=self.server, teacher_client=None,
+                                  reward_loop_worker_handles=self.rewards.reward_loop_worker_handles)
+        self.trainer.agent_loop_manager = self.manager
 
     def step(self, global_steps: int) -> list[Sample]:
         """One training step's rollout: the samples verl would train on at ``global_steps``."""
@@ -112,23 +129,46 @@ class Run:
         tq.kv_clear(keys=meta.keys, partition_id=meta.partition_id)
         return out
 
-    def restart(self, state: dict[str, Any]) -> None:
-        """What a resume from ``global_step_N`` does to the data: a fresh dataloader (verl's
-        ``_init_dataloader``) loaded with the saved ``data.pt`` state."""
-        self.trainer._init_dataloader()
-        self.trainer.train_dataloader.load_state_dict(state)
-        self.trainer.train_dataloader_it = None
+    def checkpoint(self, global_steps: int) -> Path:
+        """What ``PPOTrainer._save_checkpoint`` writes besides the model: ``global_step_N/data.pt``, then
+        the configured checkpoint callback's ``on_save``."""
+        from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback
 
-    def state_dict(self) -> dict[str, Any]:
-        """What verl saves as global_step_N/data.pt."""
-        return self.trainer.train_dataloader.state_dict()
+        folder = Path(self.config.trainer.default_local_dir) / f"global_step_{global_steps}"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.trainer.train_dataloader.state_dict(), folder / "data.pt")
+        build_checkpoint_callback(self.config).on_save(trainer=self.trainer, global_step=global_steps,
+                                                        checkpoint_dir=str(folder))
+        return folder
+
+    def restart(self, folder: Path) -> None:
+        """What a resumed run starts with: a fresh dataloader (verl's ``_init_dataloader``) loaded from
+        ``folder/data.pt``, and a fresh agent-loop manager."""
+        self.trainer._init_dataloader()
+        self.trainer.train_dataloader.load_state_dict(torch.load(folder / "data.pt", weights_only=False))
+        self.trainer.train_dataloader_it = None
+        self.new_manager()
 
     def close(self) -> None:
         import transfer_queue as tq
 
-        for worker in self.manager.agent_loop_workers:
+        for worker in [*self.manager.agent_loop_workers, *self.rewards.reward_loop_workers]:
             ray.kill(worker)
         tq.close()
+        ray.shutdown()
+
+
+def launch(tiny: dict[str, Path], tmp: Path, *extra: str, curriculum: str = "cur") -> Run:
+    """A :class:`Run` over one of conftest's curricula, as ``rtpo-data train verl`` would configure it:
+    2 rows per step, 2 samples per row, 2 dataloader worker processes, checkpoints in ``tmp``."""
+    from rtpo_data.adapters.verl import overrides
+
+    given = ["algorithm.adv_estimator=grpo", f"actor_rollout_ref.model.path={tiny['model']}",
+             "actor_rollout_ref.rollout.name=vllm", "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2",
+             "data.max_prompt_length=200", "data.max_response_length=32", "data.dataloader_num_workers=2",
+             "data.val_batch_size=4", "actor_rollout_ref.rollout.agent.num_workers=2", "reward.num_workers=1",
+             f"trainer.default_local_dir={tmp}", *extra]
+    return Run([*given, *overrides(tiny[curriculum], given)], str(tiny["model"]))
 
 
 def _ids(value: Any) -> list[int]:
@@ -140,9 +180,10 @@ def samples(data: Any, step: int) -> list[Sample]:
     for i in range(len(data)):
         item = data[i]
         extra = item["extra_fields"]
-        extra = getattr(extra, "data", extra)
+        extra = dict(getattr(extra, "data", extra))
+        scores = item.get("rm_scores", None)
         out.append(Sample(step=step, row=int(item["rtpo_row"]), stage=int(item["rtpo_stage"]),
                           prompt_ids=_ids(item["prompts"]), server_ids=_ids(extra["server_prompt_ids"]),
                           response_ids=_ids(item["responses"]), response_mask=_ids(item["response_mask"]),
-                          extra=dict(extra)))
+                          reward=float(scores.sum()) if scores is not None else float("nan"), extra=extra))
     return out
