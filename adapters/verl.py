@@ -86,6 +86,7 @@ try:
     from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
     from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
     from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+    from verl.utils.dataset.rl_dataset import RLHFDataset
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f"rtpo_data.adapters.verl needs verl 0.9 ({exc}): pip install 'rtpo-data[verl]' 'verl[vllm]==0.9.1' "
@@ -373,8 +374,6 @@ class RTPODataset(torch.utils.data.Dataset):
     def __new__(cls, data_files: Any = None, tokenizer: Any = None, config: Any = None, processor: Any = None,
                 max_samples: int = -1, **kwargs: Any) -> Any:
         if curriculum_path(data_files) is None:
-            from verl.utils.dataset.rl_dataset import RLHFDataset
-
             return RLHFDataset(data_files=data_files, tokenizer=tokenizer, config=config, processor=processor,
                                max_samples=max_samples, **kwargs)
         return super().__new__(cls)
@@ -395,6 +394,11 @@ class RTPODataset(torch.utils.data.Dataset):
                                   "or more.", what="verl settings for an rtpo-data curriculum")
         self.data_source = f"rtpo:{Path(self.path).name}"
         check_manager(_calling_trainer_config())
+
+    # verl's stock agent loops call these on the configured dataset class for multimodal models (rows of
+    # a parquet validation set, say); curriculum rows never reach them.
+    process_multi_modal_info = RLHFDataset.process_multi_modal_info
+    process_vision_info = RLHFDataset.process_vision_info
 
     def __len__(self) -> int:
         return self.num_rows

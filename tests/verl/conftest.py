@@ -6,8 +6,8 @@ out where verl is missing (tests/conftest.py).
 
 What is real: verl's Hydra config, its dataloader and trainer batch code (``PPOTrainer`` made with
 ``__new__``, as verl's own V1 unit tests make it), its agent-loop manager and ``AgentLoopWorkerTQ``
-Ray actors, a TransferQueue and verl's ``ReplayBuffer``. What is not: the LLM server (vLLM or SGLang,
-GPU only), replaced by :class:`verl_doubles.EchoServer`, and the model update between steps.
+Ray actors, its reward workers, a TransferQueue and verl's ``ReplayBuffer``. What is not: the LLM server (vLLM or SGLang,
+GPU only), replaced by :class:`verl_doubles.ScriptedServer`, and the model update between steps.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from verl_drive import ROWS, STAGES, TOTAL_STEPS  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A model folder (a tiny tokenizer and a Qwen2 config: verl loads both, never the weights here)
-    and curricula built with its tokenizer: ``cur`` (total_steps=4, 4 stages), ``cur_open`` (no
-    total_steps), ``cur_user`` (the hint placed in the user turn; ``cur`` continues an assistant turn), and ``other``, a model
-    folder whose tokenizer differs."""
+    and curricula built with its tokenizer: ``cur`` (total_steps=4, 4 stages, the hint in a
+    continued assistant turn) and ``cur_open`` (no total_steps); and ``other``, a model folder whose
+    tokenizer differs."""
     from transformers import Qwen2Config
 
     from rtpo_data import BuildConfig, build
@@ -49,6 +49,4 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     common = dict(source=str(src), tokenizer=str(model), stages=STAGES, unit="word")
     build(BuildConfig(out=str(root / "cur"), total_steps=TOTAL_STEPS, **common))
     build(BuildConfig(out=str(root / "cur_open"), **common))
-    build(BuildConfig(out=str(root / "cur_user"), total_steps=TOTAL_STEPS, placement="user", **common))
-    return {"root": root, "model": model, "other": other, "cur": root / "cur", "cur_open": root / "cur_open",
-            "cur_user": root / "cur_user"}
+    return {"root": root, "model": model, "other": other, "cur": root / "cur", "cur_open": root / "cur_open"}
