@@ -81,7 +81,7 @@ from rtpo_data.policies import (
 )
 from rtpo_data.render import kept_fraction
 from rtpo_data.schedule import resolve_horizon
-from rtpo_data.tokenizer import check_tokenizer
+from rtpo_data.tokenizer import check_tokenizer, trainer_tokenizer
 
 try:
     import ray
@@ -276,17 +276,9 @@ def check_policy_tokenizer(tokenizer: Any, curricula: Sequence[Curriculum]) -> N
 def check_policy_tokenizer_early(pretrain: str | None, curricula: Sequence[Curriculum]) -> None:
     """:func:`check_policy_tokenizer` in the driver, before Ray starts any model, when the policy's
     tokenizer loads there (the trainer actor checks again, with the tokenizer OpenRLHF loads)."""
-    if not pretrain or tokenizer_mismatch_allowed():
-        return
-    from transformers import AutoTokenizer
-
-    try:  # as OpenRLHF's get_tokenizer loads it
-        tokenizer = AutoTokenizer.from_pretrained(pretrain, trust_remote_code=True)
-    except Exception as exc:  # noqa: BLE001 - the trainer actor checks a tokenizer the driver cannot load
-        logger.info("rtpo-data: the policy's tokenizer %s does not load in the driver (%s); the trainer "
-                    "checks it.", pretrain, exc)
-        return
-    check_policy_tokenizer(tokenizer, curricula)
+    tokenizer = None if tokenizer_mismatch_allowed() else trainer_tokenizer(pretrain)
+    if tokenizer is not None:
+        check_policy_tokenizer(tokenizer, curricula)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import sys
 import uuid
@@ -75,14 +74,14 @@ from rtpo_data.policies import (
     make_policy,
     policy_learns,
 )
-from rtpo_data.render import kept_fraction
 from rtpo_data.rewards import format_ok, score
 from rtpo_data.schedule import HORIZONS, resolve_horizon
-from rtpo_data.tokenizer import check_tokenizer
+from rtpo_data.tokenizer import check_tokenizer, trainer_tokenizer
 
 try:
     import ray
     import torch
+    from omegaconf import DictConfig, OmegaConf
     from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
     from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
     from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
@@ -92,8 +91,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f"rtpo_data.adapters.verl needs verl 0.9 ({exc}): pip install 'rtpo-data[verl]' 'verl[vllm]==0.9.1' "
         "(see docs/verl.md)."
     ) from exc
-
-logger = logging.getLogger(__name__)
 
 AGENT_LOOP = "rtpo"
 AGENT_LOOP_CONFIG = str(Path(__file__).with_name("verl_agent_loop.yaml"))
@@ -105,7 +102,8 @@ MAIN_MODULE = "verl.trainer.main_ppo"
 NO_HINT = -1
 # Where rtpo-data's own settings live in verl's config (new keys: given as +rtpo.policy=mixed).
 SETTINGS = "rtpo"
-ALLOW_TOKENIZER = "data.rtpo_allow_tokenizer_mismatch"
+ALLOW_TOKENIZER_KEY = "rtpo_allow_tokenizer_mismatch"  # in verl's data config
+ALLOW_TOKENIZER = f"data.{ALLOW_TOKENIZER_KEY}"
 TOKENIZER_OVERRIDE = f"pass +{ALLOW_TOKENIZER}=true"
 
 
@@ -141,27 +139,27 @@ def open_curriculum(path: str) -> Curriculum:
 
 
 def _get(config: Any, dotted: str, default: Any = None) -> Any:
-    node = config
-    for part in dotted.split("."):
-        if node is None:
-            return default
-        try:
-            node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
-        except Exception:  # noqa: BLE001 - a struct config without the key
-            return default
-    return default if node is None else node
+    """``dotted`` of a verl config (``OmegaConf.select``), ``default`` where it is missing or null."""
+    value = OmegaConf.select(config, dotted, default=None)
+    return default if value is None else value
+
+
+# rtpo-data's settings in verl's config (the ``rtpo`` block) and their defaults.
+SETTING_DEFAULTS = {"horizon": "auto", "policy": "global", "policy_seed": 0, "success_threshold": 0.5}
 
 
 def settings(config: Any) -> dict[str, Any]:
-    """rtpo-data's settings in verl's config (the ``rtpo`` block): horizon, policy, policy_seed,
-    success_threshold."""
-    block = _get(config, SETTINGS) or {}
-    out = {"horizon": "auto", "policy": "global", "policy_seed": 0, "success_threshold": 0.5}
-    for key in out:
-        value = _get(block, key)
-        if value is not None:
-            out[key] = value
-    return out
+    """rtpo-data's settings in verl's config (``+rtpo.horizon``, ``+rtpo.policy``, ``+rtpo.policy_seed``,
+    ``+rtpo.success_threshold``); a key it does not know is refused, not ignored."""
+    block = _get(config, SETTINGS)
+    if block is None:
+        return dict(SETTING_DEFAULTS)
+    unknown = sorted(set(block) - set(SETTING_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"+{SETTINGS}.{unknown[0]}: rtpo-data has no such setting; use "
+                          f"{', '.join(f'+{SETTINGS}.{k}' for k in SETTING_DEFAULTS)}.",
+                          what="verl settings for an rtpo-data curriculum")
+    return {key: _get(block, key, default) for key, default in SETTING_DEFAULTS.items()}
 
 
 def verl_total_steps(config: Any, cur: Curriculum) -> int:
@@ -171,7 +169,7 @@ def verl_total_steps(config: Any, cur: Curriculum) -> int:
     if explicit is not None:
         return int(explicit)
     rows = len(cur)
-    limit = int(_get(config, "data.train_max_samples", -1) or -1)
+    limit = int(_get(config, "data.train_max_samples", -1))
     if limit > 0:
         rows = min(rows, limit)
     return rows // int(_get(config, "data.train_batch_size")) * int(_get(config, "trainer.total_epochs", 1))
@@ -242,8 +240,8 @@ def _learning_problems(config: Any, policy: HintPolicy) -> list[str]:
     """What a policy that learns from rewards needs of verl: rewards while the rollout runs, and its
     state saved with checkpoints."""
     problems = []
-    reward_model = _get(config, "reward.reward_model") or {}
-    if _get(reward_model, "enable", False) and not _get(reward_model, "enable_resource_pool", False):
+    if _get(config, "reward.reward_model.enable", False) and not _get(config, "reward.reward_model.enable_resource_pool",
+                                                                       False):
         problems.append(
             f"+{SETTINGS}.policy={policy.name} with a colocated reward model: the policy learns from each sample's "
             "reward as its group comes back from the rollout, and this reward is computed later, in the trainer. "
@@ -258,27 +256,29 @@ def _learning_problems(config: Any, policy: HintPolicy) -> list[str]:
     return problems
 
 
+def prompt_budget_problem(cur: Curriculum, num_rows: int, key: str, budget: int) -> str | None:
+    """Why ``key=budget`` tokens cannot hold the longest prompt of the first ``num_rows`` rows at any
+    stage, or None: verl would cut the start of the prompt, the question, with only a warning."""
+    longest = cur.longest_prompt_tokens()[:num_rows]
+    if not len(longest) or int(longest.max()) <= budget:
+        return None
+    row = int(np.argmax(longest))
+    need = int(longest[row])
+    return (f"{key}={budget}: the longest prompt of {cur.path} is {need} tokens (row {cur.row_id(row)!r} with its whole "
+            f"trace); verl would cut the start of the prompt, the question, with only a warning. Set {key}={need} or "
+            "more.")
+
+
 def _length_problems(config: Any, cur: Curriculum, train: str) -> list[str]:
-    """Prompt budgets shorter than the longest prompt: verl would cut the start of it."""
-    problems = []
+    """Prompt budgets shorter than the longest prompt (:func:`prompt_budget_problem`)."""
     room = int(_get(config, "data.max_prompt_length", 512))
     budgets = {"data.max_prompt_length": room}
     rollout_room = int(_get(config, "actor_rollout_ref.rollout.prompt_length", room))
     if rollout_room != room:
         budgets["actor_rollout_ref.rollout.prompt_length"] = rollout_room
-    longest = cur.longest_prompt_tokens()
-    limit = int(_get(config, "data.train_max_samples", -1) or -1)
-    if limit > 0:
-        longest = longest[:limit]
-    if len(longest):
-        row = int(np.argmax(longest))
-        need = int(longest[row])
-        for key, have in budgets.items():
-            if need > have:
-                problems.append(
-                    f"{key}={have}: the longest prompt of {cur.path} is {need} tokens (row {cur.row_id(row)!r} with its "
-                    f"whole trace); verl would cut the start of the prompt, the question, with only a warning. Set "
-                    f"{key}={need} or more.")
+    limit = int(_get(config, "data.train_max_samples", -1))
+    rows = min(len(cur), limit) if limit > 0 else len(cur)
+    problems = [p for key, have in budgets.items() if (p := prompt_budget_problem(cur, rows, key, have))]
     try:
         val = curriculum_path(_get(config, "data.val_files"), "data.val_files")
     except RtpoDataError as exc:
@@ -337,7 +337,7 @@ def _calling_trainer_config() -> Any:
     while frame is not None:
         owner = frame.f_locals.get("self")
         config = getattr(owner, "config", None)
-        if config is not None and _get(config, "actor_rollout_ref") is not None:
+        if isinstance(config, DictConfig) and _get(config, "actor_rollout_ref") is not None:
             return config
         frame = frame.f_back
     return None
@@ -383,15 +383,13 @@ class RTPODataset(torch.utils.data.Dataset):
         self.path = curriculum_path(data_files)
         self.cur = open_curriculum(self.path)
         self.num_rows = len(self.cur) if max_samples is None or max_samples < 0 else min(len(self.cur), max_samples)
-        if tokenizer is not None and not bool(_get(config, ALLOW_TOKENIZER.split(".", 1)[1], False)):
+        if tokenizer is not None and not _get(config, ALLOW_TOKENIZER_KEY, False):
             check_tokenizer(self.cur.manifest, tokenizer, curriculum=self.path, override=TOKENIZER_OVERRIDE)
         room = _get(config, "max_prompt_length")
-        if room is not None and self.num_rows:
-            longest = int(self.cur.longest_prompt_tokens()[: self.num_rows].max())
-            if longest > int(room):
-                raise ConfigError(f"data.max_prompt_length={room}: the longest prompt of {self.path} is {longest} "
-                                  f"tokens; verl would cut the start of the prompt. Set data.max_prompt_length={longest} "
-                                  "or more.", what="verl settings for an rtpo-data curriculum")
+        problem = None if room is None else prompt_budget_problem(self.cur, self.num_rows, "data.max_prompt_length",
+                                                                  int(room))
+        if problem:
+            raise ConfigError(problem, what="verl settings for an rtpo-data curriculum")
         self.data_source = f"rtpo:{Path(self.path).name}"
         check_manager(_calling_trainer_config())
 
@@ -498,13 +496,16 @@ class RTPOAgentLoopManager(AgentLoopManagerTQ):
         if not self.rtpo.learns:
             return
         records = [r for batch in ray.get([w.rtpo_drain.remote() for w in self.agent_loop_workers]) for r in batch]
+        if not records:
+            return
+        rows, stages, steps = np.array([r[:3] for r in records], dtype=np.int64).T
+        success = (np.array([r[3] for r in records]) >= self.rtpo.success_threshold).astype(np.int64)
         plan = self.rtpo
-        for step in sorted({r[2] for r in records}):
-            rows, stages, rewards = (np.array(col) for col in zip(*[r[:2] + r[3:] for r in records if r[2] == step]))
+        for step in np.unique(steps).tolist():  # a step's samples at once, steps in order
+            at = steps == step
             plan.state = plan.policy.update(plan.state, Observations(
-                rows=rows.astype(np.int64), stages=stages.astype(np.int64),
-                successes=(rewards >= plan.success_threshold).astype(np.int64),
-                samples=np.ones(len(rows), dtype=np.int64), step=step))
+                rows=rows[at], stages=stages[at], successes=success[at], samples=np.ones(int(at.sum()), np.int64),
+                step=step))
 
     def save_policy(self, checkpoint_dir: str | os.PathLike[str]) -> None:
         """Write the hint policy's state into ``checkpoint_dir`` (a policy that learns only)."""
@@ -526,9 +527,7 @@ class RTPOAgentLoopManager(AgentLoopManagerTQ):
             folder = Path(str(_get(trainer, "default_local_dir"))) / f"global_step_{global_steps - 1}"
         if not folder.is_absolute():
             folder = Path.cwd() / folder
-        fresh = self.rtpo.policy.init_state(self.rtpo.cur, self.rtpo.cur.clock(self.rtpo.total_steps),
-                                            int(self.rtpo.state.seed))
-        self.rtpo.state = PolicyState.load(folder, fresh)
+        self.rtpo.state = PolicyState.load(folder, self.rtpo.state)  # checked against the fresh state
 
     def stamp(self, batch: Any) -> None:
         """Add ``rtpo_stage`` (one int per row) to ``batch``, a verl TensorDict of prompts."""
@@ -575,11 +574,11 @@ def hinted_prompt(curriculum: str, row: int, stage: int) -> tuple[list[int], dic
     """The token ids ``row`` of ``curriculum`` gets at ``stage`` (:data:`NO_HINT`: none) and the fields
     the reward logs: ``rtpo_stage``, ``rtpo_hint_tokens``, ``rtpo_kept_fraction``."""
     cur = open_curriculum(curriculum)
-    hinted = stage != NO_HINT
-    ids = cur.prompt_ids(row, stage if hinted else None)
-    hint = cur.cut(row, stage)[0] if hinted else 0
-    fraction = float(kept_fraction(np.array([hint]), cur.trace_tokens([row]))[0])
-    return list(ids), {"rtpo_stage": int(stage), "rtpo_hint_tokens": int(hint), "rtpo_kept_fraction": fraction}
+    at = None if stage == NO_HINT else stage
+    hint = 0 if at is None else cur.cut(row, at)[0]
+    fraction = float(cur.kept_fractions([row], at if at is None else [at])[0])
+    return cur.prompt_ids(row, at), {"rtpo_stage": int(stage), "rtpo_hint_tokens": int(hint),
+                                     "rtpo_kept_fraction": fraction}
 
 
 class RTPOAgentLoop(AgentLoopBase):
@@ -679,21 +678,12 @@ def compose(overrides_: Sequence[str]) -> Any:
 
 
 def check_tokenizer_early(config: Any, cur: Curriculum) -> None:
-    """The model's tokenizer against the curriculum's, before Ray starts (the dataset checks again
-    with the tokenizer verl loads)."""
-    if _get(config, ALLOW_TOKENIZER, False):
-        return
+    """The model's tokenizer against the curriculum's, before Ray starts, when it loads here (the
+    dataset checks again with the tokenizer verl loads)."""
     path = _get(config, "actor_rollout_ref.model.tokenizer_path") or _get(config, "actor_rollout_ref.model.path")
-    if not path:
-        return
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
-    except Exception as exc:  # noqa: BLE001 - verl's workers load it; the dataset checks it there
-        logger.info("rtpo-data: the model's tokenizer %s does not load here (%s); verl's dataset checks it.", path, exc)
-        return
-    check_tokenizer(cur.manifest, tokenizer, curriculum=str(cur.path), override=TOKENIZER_OVERRIDE)
+    tokenizer = None if _get(config, ALLOW_TOKENIZER, False) else trainer_tokenizer(path)
+    if tokenizer is not None:
+        check_tokenizer(cur.manifest, tokenizer, curriculum=str(cur.path), override=TOKENIZER_OVERRIDE)
 
 
 def _parser() -> argparse.ArgumentParser:

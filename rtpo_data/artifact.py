@@ -211,6 +211,14 @@ class ShardWriter:
                 self._file.close()
 
 
+def abort_writers(*writers: ShardWriter | None) -> None:
+    """Close the open files of ``writers`` (None: not started) after a failure; their temporary
+    folder is left to the caller to remove."""
+    for writer in writers:
+        if writer is not None:
+            writer.abort()
+
+
 def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
     concat = getattr(pa, "concat_batches", None)  # pyarrow >= 19
     if concat is not None:

@@ -52,6 +52,7 @@ from rtpo_data.artifact import (
     Manifest,
     ShardInfo,
     ShardWriter,
+    abort_writers,
     cuts_schema,
     exclusive_build,
     publish,
@@ -682,9 +683,7 @@ def write_shard(folder: Path, job: ShardJob, outs: Iterable[BatchOut], num_stage
         rows_infos = rows_writer.finish() if rows_writer is not None else []
         cuts_infos = cuts_writer.finish()
     except BaseException:
-        for writer in (rows_writer, cuts_writer):
-            if writer is not None:
-                writer.abort()
+        abort_writers(rows_writer, cuts_writer)
         raise
     shard.trace_tokens, shard.prompt_tokens = np.concatenate(trace_tokens), np.concatenate(prompt_tokens)
     if rows_infos:

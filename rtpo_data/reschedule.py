@@ -39,6 +39,7 @@ from rtpo_data.artifact import (
     FORMAT_VERSION,
     Manifest,
     ShardWriter,
+    abort_writers,
     cuts_schema,
     shard_infos_to_json,
     write_manifest,
@@ -185,9 +186,7 @@ def _write(parent: Curriculum, config: BuildConfig, new_unit: bool, backend: Any
         rows_infos = shard_infos_to_json(rows_writer.finish()) if rows_writer else _reuse_rows(parent, tmp)
         cuts_infos = cuts_writer.finish()
     except BaseException:
-        for writer in (rows_writer, cuts_writer):
-            if writer is not None:
-                writer.abort()
+        abort_writers(rows_writer, cuts_writer)
         raise
 
     checks = checks_section(0, *(np.zeros(k_stages, np.int64),) * 3)

@@ -312,3 +312,21 @@ def check_tokenizer(manifest: dict[str, Any], tok: Any, *, curriculum: str, over
         "tokenizer are wrong for another. Train with the curriculum's tokenizer, or rebuild the curriculum "
         f"with --tokenizer {name}; to go on deliberately, {override}."
     )
+
+
+def trainer_tokenizer(path: str | os.PathLike[str] | None) -> Any | None:
+    """The tokenizer at ``path`` as trainers load it (``AutoTokenizer``, ``trust_remote_code``), for a
+    launcher to check before it starts the trainer; None where there is no path or it does not load in
+    this process (the trainer's workers load it, and the adapter checks it there)."""
+    if not path:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    except Exception as exc:  # noqa: BLE001 - checked again where the trainer loads it
+        import logging
+
+        logging.getLogger(__name__).info("rtpo-data: the tokenizer %s does not load here (%s); the trainer's "
+                                         "workers check it.", path, exc)
+        return None

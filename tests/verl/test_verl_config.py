@@ -15,16 +15,20 @@ import torch
 
 from rtpo_data import Curriculum
 from rtpo_data.adapters import verl as adapter
-from rtpo_data.errors import ConfigError, TokenizerMismatchError
+from rtpo_data.errors import ConfigError, RtpoDataError, TokenizerMismatchError
 
-from verl_drive import ROWS, TOTAL_STEPS
+from verl_drive import ROWS, TOTAL_STEPS, user_overrides
+
+
+def given(tiny: dict[str, Path], *extra: str) -> list[str]:
+    """The user's overrides (no dataloader workers here)."""
+    return user_overrides(tiny, "data.dataloader_num_workers=0", *extra)
 
 
 def base(tiny: dict[str, Path], cur: str = "cur", *extra: str) -> list[str]:
-    given = ["algorithm.adv_estimator=grpo", f"actor_rollout_ref.model.path={tiny['model']}",
-             "actor_rollout_ref.rollout.name=vllm", "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2",
-             "data.max_prompt_length=200", "data.max_response_length=16", "data.dataloader_num_workers=0", *extra]
-    return [*given, *adapter.overrides(tiny[cur], given)]
+    """The user's overrides and rtpo-data's, as the launcher hands them to verl."""
+    user = given(tiny, *extra)
+    return [*user, *adapter.overrides(tiny[cur], user)]
 
 
 def refusal(tiny: dict[str, Path], *extra: str, cur: str = "cur") -> str:
@@ -86,10 +90,10 @@ def test_the_dataset_refuses_another_tokenizer_and_a_short_prompt_budget(tiny):
 def test_verls_trainer_refuses_a_run_without_rtpo_datas_manager_when_it_makes_the_dataset(tiny):
     from verl.trainer.ppo.v1 import get_trainer_cls
 
-    given = [o for o in base(tiny) if "agent_loop_manager_class" not in o]
+    without = [o for o in base(tiny) if "agent_loop_manager_class" not in o]
     cls = get_trainer_cls("sync")
     trainer = cls.__new__(cls)
-    trainer.config, trainer.trainer_mode, trainer.parameter_sync_step = adapter.compose(given), "sync", 1
+    trainer.config, trainer.trainer_mode, trainer.parameter_sync_step = adapter.compose(without), "sync", 1
     trainer._init_tokenizer()
     with pytest.raises(ConfigError, match=r"agent_loop_manager_class=None: .*Add \+actor_rollout_ref"):
         trainer._init_dataloader()
@@ -194,8 +198,8 @@ def test_the_launcher_composes_checks_and_runs_verls_main(tiny, monkeypatch):
         seen["module"], seen["argv"] = name, list(sys.argv)
 
     monkeypatch.setattr(runpy, "run_module", fake_run_module)
-    given = base(tiny)[: -len(adapter.overrides(tiny["cur"], []))]
-    adapter.main(["--curriculum", str(tiny["cur"]), "--policy", "mixed", "--", *given])
+    user = given(tiny)
+    adapter.main(["--curriculum", str(tiny["cur"]), "--policy", "mixed", "--", *user])
     assert seen["module"] == "verl.trainer.main_ppo"
     argv = seen["argv"][1:]
     assert f"data.train_files={Path(tiny['cur']).resolve()}" in argv and "+rtpo.policy=mixed" in argv
@@ -205,17 +209,17 @@ def test_the_launcher_composes_checks_and_runs_verls_main(tiny, monkeypatch):
     assert config.actor_rollout_ref.rollout.agent.agent_loop_manager_class.endswith("RTPOAgentLoopManager")
     assert config.reward.custom_reward_function.name == "compute_score"
     with pytest.raises(ConfigError, match="trainer.use_v1=false"):
-        adapter.main(["--curriculum", str(tiny["cur"]), "--", *given, "trainer.use_v1=false"])
+        adapter.main(["--curriculum", str(tiny["cur"]), "--", *user, "trainer.use_v1=false"])
     with pytest.raises(TokenizerMismatchError):
-        adapter.main(["--curriculum", str(tiny["cur"]), "--", *given, f"actor_rollout_ref.model.path={tiny['other']}"])
+        adapter.main(["--curriculum", str(tiny["cur"]), "--", *user, f"actor_rollout_ref.model.path={tiny['other']}"])
 
 
 def test_the_command_line_prints_the_plain_verl_command_and_refuses_with_a_message(tiny):
-    given = base(tiny)[: -len(adapter.overrides(tiny["cur"], []))]
+    user = given(tiny)
     cmd = [sys.executable, "-m", "rtpo_data.cli.main", "train", "verl", "--curriculum", str(tiny["cur"])]
-    out = subprocess.run([*cmd, "--print-overrides", "--", *given], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*cmd, "--print-overrides", "--", *user], capture_output=True, text=True, check=True).stdout
     assert out.startswith("python -m verl.trainer.main_ppo") and "data.custom_cls.name=RTPODataset" in out
-    bad = subprocess.run([*cmd, "--", *given, "trainer.v1.trainer_mode=colocate_async"], capture_output=True, text=True)
+    bad = subprocess.run([*cmd, "--", *user, "trainer.v1.trainer_mode=colocate_async"], capture_output=True, text=True)
     assert bad.returncode != 0 and "trainer.v1.trainer_mode=colocate_async" in bad.stderr
 
 
@@ -228,8 +232,8 @@ def test_the_documented_command_composes_and_passes_the_checks(tiny):
     block = re.search(r"<!-- grpo-command -->\s*```bash\n(.*?)```", text, re.S).group(1)
     words = shlex.split(block.replace("\\\n", " "))
     assert words[:5] == ["rtpo-data", "train", "verl", "--curriculum", "cur/gsm8k"] and words[5] == "--"
-    given = [w.replace("Qwen/Qwen3-1.7B", str(tiny["model"])) for w in words[6:]]
-    config = adapter.compose([*given, *adapter.overrides(tiny["cur"], given)])
+    documented = [w.replace("Qwen/Qwen3-1.7B", str(tiny["model"])) for w in words[6:]]
+    config = adapter.compose([*documented, *adapter.overrides(tiny["cur"], documented)])
     plan = adapter.check_config(config)
     assert plan.total_steps == TOTAL_STEPS and config.actor_rollout_ref.rollout.n == 8
 
@@ -242,3 +246,27 @@ def test_the_help_shown_without_verl_names_every_launcher_option():
     assert "--curriculum" in options and "--success-threshold" in options
     for option in options:
         assert option in TRAIN_HELP["verl"], option
+
+
+def test_inputs_the_adapter_cannot_serve_are_named(tiny, tmp_path):
+    # an rtpo setting it does not know, a curriculum mixed with other files
+    assert "+rtpo.polcy: rtpo-data has no such setting" in refusal(tiny, "+rtpo.polcy=mixed")
+    with pytest.raises(RtpoDataError, match=r"data.train_files=.* mixes an rtpo-data curriculum with other files"):
+        adapter.curriculum_path([str(tiny["cur"]), str(tmp_path / "more.parquet")])
+    # the launcher: a path that is no curriculum, two different curricula, an option verl would not take
+    with pytest.raises(RtpoDataError, match=r"--curriculum .* is not an rtpo-data curriculum"):
+        adapter.main(["--curriculum", str(tmp_path), "--", *given(tiny)])
+    with pytest.raises(RtpoDataError, match=r"and data.train_files=.* differ: give one of them"):
+        adapter.main(["--curriculum", str(tiny["cur"]), *given(tiny, f"data.train_files={tiny['cur_open']}")])
+    with pytest.raises(RtpoDataError, match=r"unknown option '--polcy'"):
+        adapter.main(["--curriculum", str(tiny["cur"]), "--polcy", "mixed", *given(tiny)])
+
+
+def test_the_agent_loop_refuses_a_row_without_a_stage_or_too_long_for_the_rollout(tiny):
+    loop = adapter.RTPOAgentLoop.__new__(adapter.RTPOAgentLoop)  # run() reads only what is set here
+    loop.rollout_config = adapter.compose(base(tiny, "cur", "data.max_prompt_length=20")).actor_rollout_ref.rollout
+    row = {"rtpo_curriculum": str(tiny["cur"]), "rtpo_row": 0}
+    with pytest.raises(RtpoDataError, match=r"agent_loop_manager_class=rtpo_data.adapters.verl.RTPOAgentLoopManager"):
+        asyncio.run(loop.run({}, **row))
+    with pytest.raises(RtpoDataError, match=r"row 0 of .*: a prompt of \d+ tokens exceeds rollout.prompt_length=20"):
+        asyncio.run(loop.run({}, **row, rtpo_stage=0))

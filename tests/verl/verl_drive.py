@@ -158,17 +158,23 @@ class Run:
         ray.shutdown()
 
 
-def launch(tiny: dict[str, Path], tmp: Path, *extra: str, curriculum: str = "cur") -> Run:
-    """A :class:`Run` over one of conftest's curricula, as ``rtpo-data train verl`` would configure it:
-    2 rows per step, 2 samples per row, 2 dataloader worker processes, checkpoints in ``tmp``."""
+def user_overrides(tiny: dict[str, Path], *extra: str) -> list[str]:
+    """A small GRPO run's Hydra overrides as a user gives them (``rtpo_data.adapters.verl.overrides``
+    adds rtpo-data's): 2 rows per step, 2 samples per row; ``extra`` come last and win."""
+    return ["algorithm.adv_estimator=grpo", f"actor_rollout_ref.model.path={tiny['model']}",
+            "actor_rollout_ref.rollout.name=vllm", "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2",
+            "data.max_prompt_length=200", "data.max_response_length=32", *extra]
+
+
+def launch(tiny: dict[str, Path], tmp: Path, *extra: str) -> Run:
+    """A :class:`Run` over conftest's ``cur``, as ``rtpo-data train verl`` would configure it: 2
+    dataloader worker processes, 2 agent-loop workers, 1 reward worker, checkpoints in ``tmp``."""
     from rtpo_data.adapters.verl import overrides
 
-    given = ["algorithm.adv_estimator=grpo", f"actor_rollout_ref.model.path={tiny['model']}",
-             "actor_rollout_ref.rollout.name=vllm", "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2",
-             "data.max_prompt_length=200", "data.max_response_length=32", "data.dataloader_num_workers=2",
-             "data.val_batch_size=4", "actor_rollout_ref.rollout.agent.num_workers=2", "reward.num_workers=1",
-             f"trainer.default_local_dir={tmp}", *extra]
-    return Run([*given, *overrides(tiny[curriculum], given)], str(tiny["model"]))
+    given = user_overrides(tiny, "data.dataloader_num_workers=2", "data.val_batch_size=4",
+                           "actor_rollout_ref.rollout.agent.num_workers=2", "reward.num_workers=1",
+                           f"trainer.default_local_dir={tmp}", *extra)
+    return Run([*given, *overrides(tiny["cur"], given)], str(tiny["model"]))
 
 
 def _ids(value: Any) -> list[int]:
