@@ -11,8 +11,10 @@ Where prompts are made (OpenRLHF 0.11.2, synchronous trainer)::
           one vLLM request per prompt, n_samples_per_prompt completions of the same text
           each response -> an Experience with its label and reward   -> recorded, per (row, step)
           dynamic filtering: a rejected group -> next(dataloader) again, still step g
-          the call returns                             -> state = policy.update(state, every group)
-        train_step(samples, g) -> g + 1                -> RTPOPPOTrainer sets dataset.step = g + 1
+          the call returns                             -> every group held for step g
+        no sample kept (all groups dropped)            -> generate again, still step g, same stages
+        train_step(samples, g) -> g + 1                -> state = policy.update(state, step g's groups)
+                                                          RTPOPPOTrainer sets dataset.step = g + 1
         checkpoint client_states {global_step: g + 1, data_loader_state_dict, rtpo_policy, ...}
 
 So the dataset renders (step, row) when the dataloader hands the row out, and the trainer subclass
@@ -74,6 +76,7 @@ from rtpo_data.policies import (
     GlobalSchedule,
     HintPolicy,
     Observations,
+    PendingObservations,
     PolicyState,
     make_policy,
     policy_learns,
@@ -504,9 +507,11 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
       ``global``, the default, is the curriculum's schedule; ``mixed``; ``frontier``), whose state
       lives here and in the dataset (``rtpo_dataset.policy_state``). Its seed is ``--train.seed``.
     - The sample generator is a :class:`RTPOSamplesGenerator`: every group of a training step, the
-      ones dynamic filtering drops included, updates the policy (``policy.update``) as soon as the
-      generation call that made it returns; a completion succeeds when its reward is at least
-      ``$RTPO_DATA_SUCCESS_THRESHOLD`` (default 0.5).
+      ones dynamic filtering drops included, is held as its generation call returns, and updates the
+      policy (``policy.update``, once for the step's groups) when the step trains. A step may take
+      several calls (OpenRLHF generates again at the same step when a call kept no sample), and its
+      stages stay those of the step's start throughout. A completion succeeds when its reward is at
+      least ``$RTPO_DATA_SUCCESS_THRESHOLD`` (default 0.5).
     - ``init_checkpoint_states`` sets the dataset's step to the checkpoint's ``global_step`` and
       restores the policy's state from the checkpoint (``client_states["rtpo_policy"]``, refused for
       another curriculum, policy or horizon); ``save_logs_and_checkpoints`` puts it there.
@@ -527,7 +532,7 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
         self.rtpo_seed = int(getattr(args.train, "seed", 0) or 0)
         check_openrlhf_args(args, self.curriculum, self.rtpo_policy)
         self._rtpo_start_step = 0
-        self._rtpo_observed: list[Observations] = []
+        self._rtpo_pending = PendingObservations()
         if args.eval.steps == -1:
             args.eval.steps = float("inf")
         if args.ckpt.save_steps == -1:
@@ -593,11 +598,11 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
             states, self.rtpo_policy, self.curriculum, self.rtpo_dataset.clock, self.rtpo_seed,
             where=f"the checkpoint of global step {int(states.get('global_step') or 0)} in --ckpt.path {self.args.ckpt.path}",
         )
-        self._rtpo_observed = []
+        self._rtpo_pending = PendingObservations()
         return states
 
     def _rtpo_observe(self, groups: list[dict[str, Any]]) -> None:
-        """Update the policy from the groups of one generation call (:class:`RTPOSamplesGenerator`)."""
+        """Hold the groups of one generation call (:class:`RTPOSamplesGenerator`) until their step trains."""
         scored = [(g, [r for r in g["rewards"] if r is not None]) for g in groups]
         scored = [(g, rewards) for g, rewards in scored if rewards]  # a group without any reward shows nothing
         for step in sorted({g["step"] for g, _ in scored}):
@@ -610,9 +615,15 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
                 samples=np.asarray([len(rewards) for _, rewards in part], dtype=np.int64),
                 step=int(step),
             )
-            dataset = self.rtpo_dataset
-            dataset.policy_state = self.rtpo_policy.update(dataset.policy_state, observations)
-            self._rtpo_observed.append(observations)
+            self._rtpo_pending.add(observations)
+
+    def _rtpo_end_step(self) -> list[Observations]:
+        """Update the policy, once, with every group held for the step that trains now; returns them."""
+        dataset = self.rtpo_dataset
+        if dataset.policy_state is None:
+            return []
+        dataset.policy_state, observed = self._rtpo_pending.apply(self.rtpo_policy, dataset.policy_state)
+        return observed
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict: Any = None, client_states: Any = None) -> None:
         if client_states is not None and self.rtpo_dataset.policy_state is not None:
@@ -624,7 +635,7 @@ class RTPOPPOTrainer(STOCK_PPO_TRAINER.__ray_actor_class__):
         labels = [lab for s in rollout_samples for lab in s.labels if isinstance(lab, dict)]
         kept = [lab["kept_fraction"] for lab in labels if "kept_fraction" in lab]
         stages = [lab["stage"] for lab in labels if "stage" in lab]
-        observed, self._rtpo_observed = self._rtpo_observed, []
+        observed = self._rtpo_end_step()
         status, next_step = super().train_step(rollout_samples, global_step)
         if stages:
             status["rtpo/stage"] = float(np.mean(stages))

@@ -70,6 +70,7 @@ from rtpo_data.policies import (
     POLICIES,
     HintPolicy,
     Observations,
+    PendingObservations,
     PolicyState,
     make_policy,
     policy_learns,
@@ -479,33 +480,34 @@ class RTPOAgentLoopManager(AgentLoopManagerTQ):
     training, :data:`NO_HINT` for validation. Rows of other datasets pass through unstamped.
 
     A policy that learns (``frontier``) is updated, before each training step's first batch, with
-    the rewards of the samples generated since (:meth:`observe`); its state is saved into every
-    checkpoint by :class:`RTPOCheckpointCallback` and read back when a resumed run dispatches its
-    first batch.
+    the rewards of every sample of the steps before (:meth:`observe`), once per step: a step's
+    later batches (DAPO's refills) keep the stages of its first, and their samples reach the policy
+    with the rest of the step's. Its state is saved into every checkpoint by
+    :class:`RTPOCheckpointCallback` and read back when a resumed run dispatches its first batch.
     """
 
     rtpo_started = False  # whether a training batch was stamped yet (a resumed run loads state then)
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         self.rtpo = check_config(config)
+        self.rtpo_pending = PendingObservations()
         super().__init__(config, *args, **kwargs)
         self.agent_loop_workers_class = RTPOAgentLoopWorkerActor
 
-    def observe(self) -> None:
-        """Update the policy's state with every sample the workers scored since the last call."""
+    def observe(self, before: int | None = None) -> None:
+        """Update the policy's state with the samples the workers scored, those of every step below
+        ``before`` (0-based; all, when None); a later step's wait for it to end."""
         if not self.rtpo.learns:
             return
         records = [r for batch in ray.get([w.rtpo_drain.remote() for w in self.agent_loop_workers]) for r in batch]
-        if not records:
-            return
-        rows, stages, steps = np.array([r[:3] for r in records], dtype=np.int64).T
-        success = (np.array([r[3] for r in records]) >= self.rtpo.success_threshold).astype(np.int64)
-        plan = self.rtpo
-        for step in np.unique(steps).tolist():  # a step's samples at once, steps in order
-            at = steps == step
-            plan.state = plan.policy.update(plan.state, Observations(
-                rows=rows[at], stages=stages[at], successes=success[at], samples=np.ones(int(at.sum()), np.int64),
-                step=step))
+        if records:
+            rows, stages, steps = np.array([r[:3] for r in records], dtype=np.int64).T
+            success = (np.array([r[3] for r in records]) >= self.rtpo.success_threshold).astype(np.int64)
+            for step in np.unique(steps).tolist():
+                at = steps == step
+                self.rtpo_pending.add(Observations(rows=rows[at], stages=stages[at], successes=success[at],
+                                                   samples=np.ones(int(at.sum()), np.int64), step=step))
+        self.rtpo.state, _ = self.rtpo_pending.apply(self.rtpo.policy, self.rtpo.state, before)
 
     def save_policy(self, checkpoint_dir: str | os.PathLike[str]) -> None:
         """Write the hint policy's state into ``checkpoint_dir`` (a policy that learns only)."""
@@ -544,7 +546,7 @@ class RTPOAgentLoopManager(AgentLoopManagerTQ):
             step = int(steps.item() if isinstance(steps, torch.Tensor) else getattr(steps, "data", steps))
             if not self.rtpo_started:
                 self._resume(step)
-            self.observe()
+            self.observe(before=step - 1)  # verl's global_steps is 1-based
             stages = self.rtpo.stages(rows, step)
         batch["rtpo_stage"] = torch.as_tensor(stages, dtype=torch.int64)
 

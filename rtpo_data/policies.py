@@ -123,6 +123,53 @@ class Observations:
                    successes=success.reshape(-1, group_size).sum(axis=1).astype(np.int64),
                    samples=np.full(len(groups), group_size, dtype=np.int64), step=int(step))
 
+    @classmethod
+    def join(cls, parts: Sequence[Observations]) -> Observations:
+        """One step's observations made in several parts (generation calls, workers), as one."""
+        steps = {int(p.step) for p in parts}
+        if len(steps) != 1:
+            raise RtpoDataError(f"Observations.join: parts of steps {sorted(steps)}; join the parts of one step.")
+        return cls(*(np.concatenate([np.asarray(getattr(p, name), dtype=np.int64) for p in parts])
+                     for name in ("rows", "stages", "successes", "samples")), step=steps.pop())
+
+
+class PendingObservations:
+    """Observations held until their step's generation is over, then applied once per step.
+
+    A policy applies each (row, step) once (``Frontier.update`` ignores a step a row has already
+    seen, so a resume that replays a step cannot count it twice). A trainer that generates one step's
+    groups in several calls (dynamic filtering drawing more prompts; a call whose groups were all
+    dropped, after which the trainer generates again at the same step) must hand ``update`` all of
+    them together: :meth:`add` each call's observations, and :meth:`apply` the steps that are over
+    before the next step selects its stages. Until then, the step's later prompts get the stages its
+    first ones got, which is what the policies' contract says (a row's stage is fixed for a step).
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[Observations] = []
+
+    def add(self, observations: Observations) -> None:
+        if len(observations.rows):
+            self._parts.append(observations)
+
+    def __len__(self) -> int:
+        """The number of groups held."""
+        return sum(len(p.rows) for p in self._parts)
+
+    def apply(self, policy: HintPolicy, state: PolicyState,
+              before: int | None = None) -> tuple[PolicyState, list[Observations]]:
+        """Update ``state`` with the observations of every step below ``before`` (all held, when
+        None): one ``update`` per step, steps in order. Returns the new state and the observations
+        applied, one per step; those of later steps stay held."""
+        done = [p for p in self._parts if before is None or p.step < before]
+        self._parts = [p for p in self._parts if not (before is None or p.step < before)]
+        applied = []
+        for step in sorted({int(p.step) for p in done}):
+            joined = Observations.join([p for p in done if p.step == step])
+            state = policy.update(state, joined)
+            applied.append(joined)
+        return state, applied
+
 
 @dataclass
 class PolicyState:

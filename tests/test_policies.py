@@ -12,6 +12,7 @@ from rtpo_data.policies import (
     GlobalSchedule,
     Mixed,
     Observations,
+    PendingObservations,
     PolicyState,
     floor_stage,
     make_policy,
@@ -190,3 +191,26 @@ def test_step_metrics(cur: Curriculum) -> None:
     assert sum(v for k, v in m.items() if k.startswith("stage_share/")) == 1.0
     expected = np.mean([cur.cut(0, 0)[0], cur.cut(1, 0)[0], cur.cut(2, 1)[0], 0])
     assert m["hint_tokens_mean"] == pytest.approx(expected)
+
+
+def test_pending_observations_apply_a_step_once_with_all_of_its_groups(cur: Curriculum) -> None:
+    """A step generated in several calls (dynamic filtering drew row 7 again after its first group was
+    dropped): applied call by call, the policy keeps only the first group of the step, and the row goes
+    back although it succeeded in the step; held until the step ends, both groups count, and the row
+    goes forward. Observations of a later step wait for it to end."""
+    policy = Frontier()
+    fresh = policy.init_state(cur, clock(cur), seed=0)
+    failed, solved = _obs([7], [0], [0], step=3), _obs([7], [0], [2], step=3)
+    by_call = policy.update(policy.update(fresh, failed), solved)
+    assert policy.select(by_call, [7], 4).tolist() == [0]  # what the per-call update gave: the success lost
+    pending = PendingObservations()
+    for part in (failed, solved, _obs([8], [0], [1], step=4)):
+        pending.add(part)
+    state, applied = pending.apply(policy, fresh, before=4)
+    assert policy.select(state, [7, 8], 4).tolist() == [1, 0]
+    assert [(o.step, o.rows.tolist(), o.successes.tolist()) for o in applied] == [(3, [7, 7], [0, 2])]
+    assert len(pending) == 1  # row 8's group of step 4, until step 4 ends
+    state, applied = pending.apply(policy, state)
+    assert policy.select(state, [7, 8], 5).tolist() == [1, 1] and [o.step for o in applied] == [4] and not len(pending)
+    with pytest.raises(RtpoDataError, match="parts of steps \\[3, 4\\]"):
+        Observations.join([failed, _obs([8], [0], [1], step=4)])

@@ -31,7 +31,7 @@ import rtpo_data.adapters.openrlhf as adapter
 from rtpo_data import Curriculum
 from rtpo_data.adapters.openrlhf_prompt import PolicyCheckpoint
 from rtpo_data.errors import RtpoDataError
-from rtpo_data.policies import Frontier, GlobalSchedule, Mixed, Observations
+from rtpo_data.policies import Frontier, GlobalSchedule, Mixed, Observations, PendingObservations
 
 pytestmark = pytest.mark.openrlhf
 
@@ -367,27 +367,32 @@ def test_dataset_renders_each_row_at_the_policys_stage(curricula):
         assert prompt == cur.render([row], stage)[0] and prompt.ids == cur.prompt_ids(row, stage)
 
 
-def test_the_trainer_counts_successes_at_the_threshold_and_skips_samples_without_reward(curricula):
-    """RTPOPPOTrainer._rtpo_observe, given the groups of one generation call: a sample succeeds when its
+def test_the_trainer_counts_successes_at_the_threshold_and_updates_once_per_step(curricula):
+    """RTPOPPOTrainer._rtpo_observe, given the groups of each generation call: a sample succeeds when its
     reward is at least the threshold; a sample without reward is not counted, a group without any is not
-    observed; the step's figures cover every group observed."""
+    observed. The groups wait for the step to train (_rtpo_end_step): row 2, all-fail in the step's first
+    call and drawn again in a second (OpenRLHF generates again at the same step when a call keeps no
+    sample), moves forward on its success there. The step's figures cover every group observed."""
     cur = Curriculum.open(curricula["policy"])
     trainer = adapter.RTPOPPOTrainer.__ray_actor_class__.__new__(adapter.RTPOPPOTrainer.__ray_actor_class__)
     trainer.curriculum, trainer.rtpo_policy, trainer.rtpo_success_threshold = cur, Frontier(), 0.75
     trainer.rtpo_dataset = adapter.CurriculumPromptDataset(cur, policy=trainer.rtpo_policy, seed=SEED)
-    trainer._rtpo_observed = []
+    trainer._rtpo_pending = PendingObservations()
     trainer._rtpo_observe([
         {"index": 1, "step": 0, "stage": 0, "rewards": [0.75, 0.0, None, 0.0]},  # one success at the threshold
         {"index": 2, "step": 0, "stage": 0, "rewards": [0.7, 0.5, 0.0, None]},  # below it: all fail
         {"index": 3, "step": 0, "stage": 0, "rewards": [None, None, None, None]},  # no reward: not observed
     ])
-    (obs,) = trainer._rtpo_observed
-    assert obs.rows.tolist() == [1, 2] and obs.successes.tolist() == [1, 0] and obs.samples.tolist() == [3, 3]
+    assert [trainer.rtpo_dataset.stage_of(i) for i in (1, 2, 3)] == [0, 0, 0]  # the step's stages hold
+    trainer._rtpo_observe([{"index": 2, "step": 0, "stage": 0, "rewards": [0.0, 1.0, 0.0, 0.0]}])
+    (obs,) = trainer._rtpo_end_step()
+    assert obs.rows.tolist() == [1, 2, 2] and obs.successes.tolist() == [1, 0, 1] and obs.samples.tolist() == [3, 3, 4]
     state = trainer.rtpo_dataset.policy_state
-    assert state.arrays["frontier"][[1, 2, 3]].tolist() == [1, 0, 0]
+    assert state.arrays["frontier"][[1, 2, 3]].tolist() == [1, 1, 0]
     assert state.arrays["last_step"][[1, 2, 3]].tolist() == [0, 0, -1]
-    figures = adapter.group_metrics(state, cur, trainer._rtpo_observed)
-    assert figures["rtpo/groups"] == 2 and figures["rtpo/all_fail_groups"] == 0.5
+    figures = adapter.group_metrics(state, cur, [obs])
+    assert figures["rtpo/groups"] == 3 and figures["rtpo/all_fail_groups"] == pytest.approx(1 / 3)
     assert figures["rtpo/stage_share/0"] == 1.0 and figures["rtpo/all_succeed_groups"] == 0.0
-    assert figures["rtpo/hint_tokens"] == pytest.approx(float(np.mean(cur.cuts([1, 2], [0, 0])[0])))
+    assert figures["rtpo/hint_tokens"] == pytest.approx(float(np.mean(cur.cuts([1, 2, 2], [0, 0, 0])[0])))
+    assert trainer._rtpo_end_step() == []
     assert adapter.group_metrics(state, cur, []) == {}

@@ -91,15 +91,25 @@ class Run:
                                   reward_loop_worker_handles=self.rewards.reward_loop_worker_handles)
         self.trainer.agent_loop_manager = self.manager
 
-    def step(self, global_steps: int) -> list[Sample]:
-        """One training step's rollout: the samples verl would train on at ``global_steps``."""
-        import transfer_queue as tq
+    def step(self, global_steps: int, refills: tuple[int, ...] = ()) -> list[Sample]:
+        """One training step's rollout: the samples verl would train on at ``global_steps``.
 
+        ``refills``: after the step's batch is scored, dispatch that many more prompts at the same step,
+        once per entry, through the function verl's DAPO group filter calls to replace groups it drops
+        (``refill_fn``, the trainer's ``_add_prompts_to_generate``); their samples are returned too."""
         trainer = self.trainer
         trainer.global_steps = global_steps
         trainer.prepare_step()
-        batch, _ = trainer.replay_buffer.sample(global_steps=global_steps, partition_id="train",
-                                                batch_size=self.config.data.train_batch_size)
+        out = self._collect(global_steps, self.config.data.train_batch_size)
+        for prompts in refills:
+            trainer.replay_buffer.refill_fn(prompts)
+            out += self._collect(global_steps, prompts)
+        return out
+
+    def _collect(self, global_steps: int, prompts: int) -> list[Sample]:
+        import transfer_queue as tq
+
+        batch, _ = self.trainer.replay_buffer.sample(global_steps=global_steps, partition_id="train", batch_size=prompts)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id)
         out = samples(data, global_steps)
         tq.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
