@@ -76,7 +76,7 @@ from rtpo_data.policies import (
     policy_learns,
 )
 from rtpo_data.rewards import format_ok, score
-from rtpo_data.schedule import HORIZONS, resolve_horizon
+from rtpo_data.schedule import resolve_horizon
 from rtpo_data.tokenizer import check_tokenizer, trainer_tokenizer
 
 try:
@@ -228,9 +228,6 @@ def resolve_total_steps(config: Any, cur: Curriculum) -> int:
     ``--total-steps`` and verl's step count (:func:`rtpo_data.schedule.resolve_horizon`)."""
     horizon = settings(config)["horizon"]
     mode = int(horizon) if str(horizon).lstrip("-").isdigit() else str(horizon)
-    if isinstance(mode, str) and mode not in HORIZONS:
-        raise ConfigError(f"+{SETTINGS}.horizon={horizon!r}: use one of {', '.join(HORIZONS)} or a number of steps",
-                          what="schedule horizon")
     counted = ("trainer.total_training_steps" if _get(config, "trainer.total_training_steps") is not None
                else "trainer.total_epochs x (rows // data.train_batch_size)")
     return resolve_horizon(mode, built=cur.total_steps, trainer=verl_total_steps(config, cur), curriculum=str(cur.path),

@@ -478,7 +478,8 @@ def resolve_horizon(mode: str | int, *, built: int | None, trainer: int | None, 
     if not isinstance(mode, str):
         return _count(mode, "total_steps", 1, "the number of training steps the schedule spans")
     if mode not in HORIZONS:
-        raise ConfigError(f"{named(mode)}: use one of {', '.join(HORIZONS)}", what="schedule horizon")
+        raise ConfigError(f"{named(mode)}: use one of {', '.join(HORIZONS)}, or a number of steps",
+                          what="schedule horizon")
     if mode == "curriculum" or (mode == "auto" and trainer is None and built is not None):
         if built is None:
             raise ConfigError(

